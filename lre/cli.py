@@ -1,0 +1,75 @@
+"""The ``lre`` command line: one subcommand per job, each also callable from Python.
+
+Every subcommand lives in the module that does its job. That module defines
+``cli_<name>_args(parser)`` to declare the options and ``cli_<name>(args) -> int``
+to run it; this file only dispatches, so importing one subcommand never pays for
+the others (torch is imported only by the subcommands that need it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from lre import __version__
+from lre.utils import LreError, setup_logging
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("lre.data.datadir", "check a Kaldi data dir and name every problem"),
+    "fix": ("lre.data.datadir", "keep the consistent intersection of a data dir"),
+    "split": ("lre.data.datadir", "split a data dir by utterance into N parts"),
+    "combine": ("lre.data.datadir", "combine data dirs into one"),
+    "subset": ("lre.data.datadir", "copy a subset of a data dir's utterances"),
+    "prepare": ("lre.data.corpora", "turn a corpus into Kaldi data dirs"),
+    "features": ("lre.features", "compute features, VAD and utt2num_frames for a data dir"),
+    "augment": ("lre.augment", "make an augmented copy of a training data dir"),
+    "train": ("lre.train", "train a language recognition model"),
+    "score": ("lre.score", "score a data dir: scores.tsv, llr.tsv, attention.jsonl"),
+    "calibrate": ("lre.calibration", "fit score calibration on dev scores"),
+    "evaluate": ("lre.report", "metrics, report.md and plots from scores"),
+    "identify": ("lre.identify", "identify the language of audio files"),
+    "plot": ("lre.plots", "plot attention over segments, confusion matrices, DET curves"),
+    "export": ("lre.export", "export a trained model to ONNX and TorchScript"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lre", description="Spoken language recognition.")
+    parser.add_argument("--version", action="version", version=f"lre {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-file", default=None, help="also log to this file")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module, _name=name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Parse the command name first, then let its module declare its options.
+    known, _ = parser.parse_known_args(argv)
+    if known.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(known._module)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    getattr(module, f"cli_{known._name}_args")(sub.choices[known.command])
+    args = parser.parse_args(argv)
+    setup_logging(args.log_file, args.verbose)
+    try:
+        return int(getattr(module, f"cli_{args._name}")(args) or 0)
+    except LreError as e:
+        logging.getLogger("lre").error("%s", e)
+        print(f"lre {args._name}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
