@@ -51,9 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    # Parse the command name first, then let its module declare its options.
-    known, _ = parser.parse_known_args(argv)
+    # Parse the command name first (without -h, which would print help before the
+    # command's options exist), then let its module declare its options.
+    known, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
     if known.command is None:
+        if argv and argv[0] in ("-h", "--help"):
+            parser.print_help()
+            return 0
         parser.print_help()
         return 2
     module = importlib.import_module(known._module)

@@ -207,7 +207,7 @@ class FeatureReader:
             try:
                 with open(cfg_path, encoding="utf-8") as f:
                     self.feature_config = FeatureConfig.from_dict(json.load(f))
-            except (ValueError, TypeError, KeyError) as e:
+            except (LreError, ValueError, TypeError, KeyError) as e:
                 raise LreError(f"{cfg_path}: not a feature config: {e}") from None
         else:
             logger.warning("%s: no feats_config.json, features are used without CMVN", data_dir)
@@ -486,11 +486,12 @@ class TrainDataset(Dataset):
         lang2id: dict[str, int],
         geometry: SegmentGeometry,
         config: LoaderConfig,
+        reader: FeatureReader | None = None,
     ):
         self.data_dir = Path(data_dir)
         self.geometry = geometry
         self.config = config
-        reader = FeatureReader(self.data_dir)
+        reader = reader or FeatureReader(self.data_dir)
         utt2lang = _utt2lang(self.data_dir)
         no_feats = sorted(u for u in utt2lang if u not in reader.feats_scp)
         if no_feats:
@@ -759,10 +760,14 @@ def make_train_loader(
     rank: int = 0,
     world_size: int = 1,
     pin_memory: bool = False,
+    reader: FeatureReader | None = None,
 ) -> tuple[DataLoader, TrainBatchSampler]:
-    """A loader of training crops and its sampler (call ``sampler.set_epoch`` each epoch)."""
+    """A loader of training crops and its sampler (call ``sampler.set_epoch`` each epoch).
+
+    ``reader``: an already opened :class:`FeatureReader` of ``data_dir`` to use.
+    """
     config.validate()
-    dataset = TrainDataset(data_dir, lang2id, geometry, config)
+    dataset = TrainDataset(data_dir, lang2id, geometry, config, reader=reader)
     crop = (geometry.seconds_to_segments(config.crop_min_seconds),
             geometry.seconds_to_segments(config.crop_max_seconds))
     sampler = TrainBatchSampler(

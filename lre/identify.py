@@ -286,8 +286,9 @@ class Identifier:
         self.calibrator = calibrator
         self.chunk_seconds = chunk_seconds
         self.sample_rate = int(feats_config.sample_rate)
-        self.hop = int(round(feats_config.frame_shift * self.sample_rate))
-        self.win = int(round(feats_config.frame_length * self.sample_rate))
+        kaldi = feats_config.kaldi
+        self.hop = int(kaldi.window_shift)  # samples
+        self.win = int(kaldi.window_size)
 
     @classmethod
     def from_pretrained(
@@ -354,7 +355,14 @@ class Identifier:
                            duration=duration, sample_rate=self.sample_rate)
 
     def _num_frames(self, num_samples: int) -> int:
-        return 0 if num_samples < self.win else 1 + (num_samples - self.win) // self.hop
+        return int(self.feats_config.kaldi.num_frames(num_samples))
+
+    def chunk_samples(self, f0: int, f1: int, total: int, num_samples: int) -> tuple[int, int]:
+        """Samples ``[start, end)`` from which the features give exactly frames ``f0..f1-1``
+        of the whole file (Kaldi framing, with or without ``snip_edges``)."""
+        if self.feats_config.kaldi.snip_edges:
+            return f0 * self.hop, (f1 - 1) * self.hop + self.win
+        return f0 * self.hop, (f1 * self.hop if f1 < total else num_samples)
 
     # -- the work ---------------------------------------------------------------------------
 
@@ -390,8 +398,11 @@ class Identifier:
                 bounds = chunk_bounds(total, max(1, int(self.chunk_seconds / cfg.frame_shift)))
             parts: list[ChunkResult] = []
             for f0, f1 in bounds:
-                wave = stream.read(f0 * self.hop, (f1 - 1) * self.hop + self.win)
+                wave = stream.read(*self.chunk_samples(f0, f1, total, stream.num_samples))
                 feats, vad = extract(wave, cfg)
+                if len(feats) != f1 - f0:  # framing must match the whole file's
+                    raise LreError(f"{stream.name}: chunk {f0}-{f1} gave {len(feats)} frames, "
+                                   f"expected {f1 - f0}")
                 vad = np.asarray(vad, dtype=bool)
                 if not vad.any():
                     logger.debug("%s: no speech in %.1f-%.1f s", stream.name,

@@ -626,18 +626,20 @@ def open_set_metrics(
     """Open-set figures: "unknown" when the top posterior is below ``unknown_threshold``.
 
     - ``accuracy``: share of all utterances answered right (in-set: its language; out-of-set
-      (label -1): "unknown").
+      (label -1): "unknown"; an unscored utterance is never right).
     - ``oos_false_accept``: share of out-of-set utterances given a language (NaN if none).
-    - ``inset_accuracy`` and ``inset_unknown_rate``: in-set utterances answered right / unknown.
+    - ``inset_accuracy`` and ``inset_unknown_rate``: share of in-set utterances answered right /
+      answered unknown.
     - ``Cavg``: argmax-style Cavg over in-set trials, an unknown answer being a miss of the
       true language and no false alarm.
     """
     labels = np.asarray(labels)
+    scored = np.ones(len(labels), bool) if scored is None else np.asarray(scored, bool)
     decisions = open_set_decisions(logpost, unknown_threshold)
-    if scored is not None:
-        decisions[~np.asarray(scored, bool)] = -1
+    unknown = (decisions == -1) & scored  # answered "unknown" (unscored: no answer at all)
+    decisions[~scored] = -1
     inset = labels >= 0
-    correct = np.where(inset, decisions == labels, decisions == -1)
+    correct = np.where(inset, decisions == labels, unknown)
     oos = ~inset
     return {
         "unknown_threshold": unknown_threshold,
@@ -645,8 +647,7 @@ def open_set_metrics(
         "accuracy": float(correct.mean()) if len(labels) else float("nan"),
         "oos_false_accept": float((decisions[oos] >= 0).mean()) if oos.any() else float("nan"),
         "inset_accuracy": accuracy(labels[inset], decisions[inset]),
-        "inset_unknown_rate": float((decisions[inset] == -1).mean()) if inset.any()
-        else float("nan"),
+        "inset_unknown_rate": float(unknown[inset].mean()) if inset.any() else float("nan"),
         "Cavg": cavg(labels[inset], decisions[inset], num_langs),
     }
 

@@ -96,7 +96,7 @@ def _bad_inputs(tmp_path):
         "u_empty": (str(empty), "empty file"),
         "u_trunc": (str(truncated), "truncated or damaged header"),
         "u_text": (str(text), "not a recognised audio format"),
-        "u_nan": (str(nan), "1 NaN or infinite samples"),
+        "u_nan": (str(nan), "contains 1 NaN or infinite sample(s)"),
         "u_short": (str(short), "too short: 0.050 s (minimum 0.1 s)"),
         "u_missing": (str(tmp_path / "missing.wav"), "audio file not found"),
         "u_pipe": ("exit 3 |", "pipe command failed with exit code 3"),
@@ -134,7 +134,8 @@ def test_iter_audio_skips_lists_and_continues(tmp_path, tone_wav, caplog):
 def test_load_utterance_segments_from_pipe_recording(tmp_path):
     path = tmp_path / "rec.wav"
     data = _noise_wav(path, 2.0, 16000)[:, 0]
-    segments = {"a": Segment("r", 0.0, 0.5), "b": Segment("r", 0.5, 1.5), "c": Segment("r", 1.5, -1)}
+    segments = {"a": Segment("r", 0.0, 0.5), "b": Segment("r", 0.5, 1.5),
+                "c": Segment("r", 1.5, -1)}
     dd = DataDir(tmp_path / "d", wav_scp={"r": f"cat {path} |"},
                  utt2lang=dict.fromkeys(segments, "fi"), utt2spk=dict.fromkeys(segments, "s"),
                  segments=segments)

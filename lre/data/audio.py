@@ -205,7 +205,7 @@ def _finish(
     finite = np.isfinite(data)
     if not finite.all():
         bad = int(data.size - np.count_nonzero(finite))
-        raise AudioError(f"{name}: {bad} NaN or infinite samples")
+        raise AudioError(f"{name}: contains {bad} NaN or infinite sample(s)")
     seconds = data.shape[0] / rate
     if seconds < min_seconds:
         raise AudioError(f"{name}: too short: {seconds:.3f} s (minimum {min_seconds:g} s)")

@@ -16,6 +16,7 @@ A data dir holds one entry per line, ``key value...``, sorted by key in C byte o
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import os
@@ -444,9 +445,9 @@ class _Scan:
         self.conflicts: dict[str, int] = {}  # key -> line of a repeat with another value
         self.duplicates = 0  # repeated lines with the same value (harmless copies)
 
-    @property
+    @functools.cached_property
     def keys(self) -> set[str]:
-        """Every key the file mentions, valid or not."""
+        """Every key the file mentions, valid or not (read only after the scan is complete)."""
         return set(self.first) | set(self.invalid)
 
     def line_of(self, key: str) -> int | None:
@@ -869,7 +870,7 @@ def fix(path: PathLike, check_audio: bool = True) -> FixReport:
     notes: list[str] = []
     if "utt2spk" not in scans:
         notes.append("utt2spk was missing: each utterance is now its own speaker")
-    names = _utt_files(scans)
+    names = _utt_files(scans) + [n for n in ("vad.scp", "utt2num_frames") if n in scans]
     universe: set[str] = set()
     for name in names:
         universe |= scans[name].keys
@@ -950,7 +951,7 @@ def fix(path: PathLike, check_audio: bool = True) -> FixReport:
         for name in changed:
             with atomic_open(d / name, "w", encoding="utf-8", errors="surrogateescape") as f:
                 f.write(texts[name])
-    logger.info("%s", report.summary())
+    logger.debug("%s", report.summary())
     return report
 
 

@@ -13,23 +13,26 @@ import argparse
 import logging
 import os
 import re
+import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
-from lre.data.datadir import DataDir, c_sorted, write_kv
+from lre.data.datadir import DataDir, Segment, validate, write_kv
 from lre.utils import LreError, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".sph", ".aiff", ".aif")
 SKIPPED_FILE = "prepare_skipped"
-_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+# Only characters that sort after "-" (the separator between id parts), so that sorting by
+# utterance and by speaker agree (Kaldi's utt2spk/spk2utt rule).
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._]+")
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Utterance:
     audio: str  # a path, or a ``cmd args |`` pipe
     duration: float | None = None
     text: str | None = None
+    source: str | None = None  # the file a pipe reads (checked for existence)
 
 
 @dataclass
@@ -85,9 +89,20 @@ class PrepareReport:
 
 
 def safe_id(text: str) -> str:
-    """Turn a name into a Kaldi-safe id part: no white space or slashes, never empty."""
+    """Turn a name into one Kaldi id part: letters, digits, ``.`` and ``_`` only, never empty.
+
+    Runs of other characters (white space, slashes, ``-``) become ``_``; parts are then
+    joined with ``-``.
+    """
     out = _ID_UNSAFE.sub("_", text.strip()).strip("_")
     return out or "x"
+
+
+def keyed_rng(seed: int, *keys: object) -> np.random.Generator:
+    """A random generator keyed by ``seed`` and a path of names (e.g. split, language):
+    the same keys give the same draws in every run, whatever else was drawn before."""
+    words = [zlib.crc32(str(k).encode("utf-8")) for k in keys]
+    return np.random.default_rng(np.random.SeedSequence([seed % (2**32), *words]))
 
 
 def read_map_file(path: PathLike, what: str = "map") -> dict[str, str]:
@@ -115,12 +130,14 @@ def parse_lang_list(text: str | None) -> list[str] | None:
     return langs or None
 
 
-def _probe_one(item: Utterance, min_duration: float) -> Utterance | Skipped:
-    if item.audio.rstrip().endswith("|"):
-        return item  # a pipe: nothing to probe without running it
+def _probe_one(item: Utterance, min_duration: float, headers: bool) -> Utterance | Skipped:
+    is_pipe = item.audio.rstrip().endswith("|")
+    source = item.source if is_pipe else item.audio
+    if source is not None and not Path(source).is_file():
+        return Skipped(item.utt, f"{source}: audio file not found")
+    if is_pipe or not headers:
+        return item  # decoding a pipe here would cost a full pass over the corpus
     path = Path(item.audio)
-    if not path.is_file():
-        return Skipped(item.utt, f"{path}: audio file not found")
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
@@ -135,21 +152,25 @@ def _probe_one(item: Utterance, min_duration: float) -> Utterance | Skipped:
 
 
 def probe_audio(
-    items: Sequence[Utterance], nj: int = 1, min_duration: float = 0.1, desc: str = "probe"
+    items: Sequence[Utterance], nj: int = 1, min_duration: float = 0.1, headers: bool = True,
+    desc: str = "probe",
 ) -> tuple[list[Utterance], list[Skipped]]:
-    """Open each item's audio header (in ``nj`` threads); fill durations, skip bad files.
+    """Check each item's audio (in ``nj`` threads): fill durations, skip bad files.
 
-    A missing, unreadable or empty file, or one shorter than ``min_duration`` seconds,
-    is returned in the skipped list with its reason. Pipes are kept unprobed.
+    A missing file is always skipped. With ``headers`` (the default) each file's header is
+    also opened: an unreadable or empty file, or one shorter than ``min_duration`` seconds,
+    is skipped with its reason, and the duration is filled in. Pipes are only checked for
+    the file they read (``Utterance.source``).
     """
     from tqdm import tqdm
 
     kept: list[Utterance] = []
     skipped: list[Skipped] = []
     with ThreadPoolExecutor(max_workers=max(1, nj)) as pool:
-        results = pool.map(lambda it: _probe_one(it, min_duration), items, chunksize=64)
+        results = pool.map(lambda it: _probe_one(it, min_duration, headers), items,
+                           chunksize=64)
         for res in tqdm(results, total=len(items), desc=desc, unit="file", leave=False,
-                        disable=len(items) < 200):
+                        disable=len(items) < 500):
             (skipped if isinstance(res, Skipped) else kept).append(res)
     return kept, skipped
 
@@ -180,12 +201,16 @@ def write_set(
     items: Sequence[Utterance],
     skipped: Sequence[Skipped] = (),
     write_text: bool = True,
+    require_spk_prefix: bool = True,
+    segments: Mapping[str, Segment] | None = None,
 ) -> SetSummary:
     """Write ``items`` as a Kaldi data dir at ``out_dir`` (sorted, atomic) and check it.
 
     Writes wav.scp, utt2lang, utt2spk, spk2utt, lang2utt, utt2dur (when every item has a
-    duration), ``text`` (when every item has a transcript and ``write_text``) and
-    ``prepare_skipped`` (when items were skipped). Raises ``LreError`` when nothing is left
+    duration), ``text`` (the items' transcripts, when there are any and ``write_text``) and
+    ``prepare_skipped`` (when items were skipped). With ``segments`` (utt -> Segment), each
+    item's ``audio`` is its recording's wav.scp value and wav.scp is keyed by recording.
+    Raises ``LreError`` when nothing is left
     or when ``lre validate`` finds a problem in what was written.
     """
     out_dir = Path(out_dir)
@@ -195,19 +220,26 @@ def write_set(
         raise LreError(f"{out_dir}: no usable utterances{hint}")
     items, dups = drop_duplicates(items)
     skipped = [*skipped, *dups]
-    check_speaker_prefixes(items)
+    if require_spk_prefix:
+        check_speaker_prefixes(items)
     durations = {it.utt: it.duration for it in items}
     has_dur = all(d is not None for d in durations.values())
+    if segments is not None:
+        seg = {it.utt: segments[it.utt] for it in items}
+        wav_scp = {seg[it.utt].reco: it.audio for it in items}
+    else:
+        seg, wav_scp = None, {it.utt: it.audio for it in items}
     DataDir(
         out_dir,
-        wav_scp={it.utt: it.audio for it in items},
+        wav_scp=wav_scp,
+        segments=seg,
         utt2lang={it.utt: it.lang for it in items},
         utt2spk={it.utt: it.spk for it in items},
         utt2dur={u: round(float(d), 4) for u, d in durations.items()} if has_dur else None,
     ).write()
     text_path = out_dir / "text"
-    if write_text and all(it.text for it in items):
-        write_kv(text_path, {it.utt: it.text for it in items})
+    if write_text and any(it.text for it in items):
+        write_kv(text_path, {it.utt: it.text for it in items if it.text})
     elif text_path.is_file():
         text_path.unlink()  # a stale transcript file would disagree with the new set
     skipped_path = out_dir / SKIPPED_FILE
@@ -239,24 +271,11 @@ def write_set(
 
 def validate_written(out_dir: Path) -> None:
     """Run ``lre validate`` on a freshly written dir; any problem is a bug worth stopping on."""
-    from lre.data import datadir
-
-    validate = getattr(datadir, "validate", None)
-    if validate is None:  # older lre.data.datadir without validate(): load() still checks
-        DataDir.load(out_dir)
-        return
     problems = validate(out_dir)
     if problems:
         shown = "; ".join(str(p) for p in problems[:3])
         raise LreError(f"{out_dir}: written data dir does not validate ({len(problems)} "
                        f"problems): {shown}")
-
-
-def find_audio(root: Path, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> list[Path]:
-    """Audio files under ``root`` (any depth), sorted, following the extension list."""
-    exts = {e.lower() for e in extensions}
-    found = [p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file()]
-    return sorted(found)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, nj_default: int = 4) -> None:
@@ -273,27 +292,32 @@ def add_common_arguments(parser: argparse.ArgumentParser, nj_default: int = 4) -
 
 
 def finish(
-    out: PathLike, sets: dict[str, list[Utterance]], skipped: dict[str, list[Skipped]],
-    nj: int, min_duration: float, probe: bool = True,
+    out: PathLike,
+    sets: dict[str, list[Utterance]],
+    skipped: dict[str, list[Skipped]] | None = None,
+    nj: int = 1,
+    min_duration: float = 0.1,
+    probe: bool = True,
+    require_spk_prefix: bool = True,
 ) -> PrepareReport:
-    """Probe (optionally) and write each non-empty set under ``out``; return the report."""
+    """Check the audio of each set and write the non-empty ones under ``out``.
+
+    ``probe=False`` only checks that files exist (no header reads). Returns the report.
+    """
     out = Path(out)
+    skipped = skipped or {}
     report = PrepareReport()
     for name in sets:
         items = sets[name]
         set_skipped = list(skipped.get(name, []))
         if not items and not set_skipped:
             continue
-        if probe:
-            items, bad = probe_audio(items, nj=nj, min_duration=min_duration, desc=name)
-            set_skipped += bad
-        report.sets.append(write_set(out / name, items, set_skipped))
+        items, bad = probe_audio(items, nj=nj, min_duration=min_duration, headers=probe,
+                                 desc=name)
+        set_skipped += bad
+        report.sets.append(write_set(out / name, items, set_skipped,
+                                     require_spk_prefix=require_spk_prefix))
         report.skipped += set_skipped
     if not report.sets:
         raise LreError(f"{out}: no sets were written (no utterances found)")
     return report
-
-
-def sorted_langs(items: Iterable[Utterance]) -> list[str]:
-    """The distinct languages of ``items`` in C order."""
-    return c_sorted({it.lang for it in items})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import math
@@ -25,7 +26,6 @@ import re
 import shutil
 import subprocess
 import time
-import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from lre.data.corpora.common import PrepareReport, Skipped, Utterance, write_set
+from lre.data.corpora.common import PrepareReport, Skipped, Utterance, keyed_rng, write_set
 from lre.data.corpora.text import django_version, load_phrases
 from lre.utils import LreError, atomic_open, atomic_write_text
 
@@ -98,7 +98,7 @@ RATE_JITTER = 10
 AMPLITUDE_JITTER = 8
 WORD_GAP_CHOICES = (0, 0, 0, 1, 2)
 NOISE_FLOOR = 2e-4  # about -74 dBFS of white noise, so silence is not exact digital zero
-MAX_ATTEMPTS = 6
+MAX_ATTEMPTS = 8
 PHRASES_PER_PLAN = 40
 
 
@@ -193,8 +193,6 @@ def run_espeak(text: str, voice: str, pitch: int, rate: int, amplitude: int,
         err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         raise RuntimeError(f"espeak-ng -v {voice} failed (rc {proc.returncode}): "
                            f"{err[0] if err else 'no audio'}")
-    import io
-
     audio, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
     if sr != ESPEAK_RATE:
         raise RuntimeError(f"espeak-ng wrote {sr} Hz audio, expected {ESPEAK_RATE}")
@@ -217,27 +215,52 @@ def join_phrases(phrases: list[str]) -> str:
     return " ".join(parts)
 
 
-def phrases_for(target: float, phrases: list[str], chars_per_second: float) -> int:
-    """How many leading phrases to speak so the text lasts about ``target`` seconds."""
+PAUSE_SECONDS = 0.35  # espeak-ng's pause after a sentence, roughly
+
+
+def select_phrases(target: float, phrases: list[str], chars_per_second: float,
+                   max_dur: float) -> list[int]:
+    """Indices of the phrases to speak, in plan order, so the text lasts about ``target``
+    seconds at ``chars_per_second``. A phrase that would push the estimate past 90% of
+    ``max_dur`` is passed over for a later, shorter one."""
+    def seconds(p: str) -> float:
+        return (len(p) + 2) / chars_per_second + PAUSE_SECONDS
+
+    chosen: list[int] = []
     total = 0.0
-    for n, p in enumerate(phrases, 1):
-        total += (len(p) + 2) / chars_per_second + 0.35  # + the sentence pause
-        if total >= target:
-            # Keep the last phrase only when that lands closer to the target.
-            before = total - (len(p) + 2) / chars_per_second - 0.35
-            return n if n == 1 or abs(total - target) <= abs(target - before) else n - 1
-    return len(phrases)
+    for i, p in enumerate(phrases):
+        d = seconds(p)
+        if total + d > 0.9 * max_dur:
+            continue
+        if total + d >= target:
+            # Take this last phrase only when that lands closer to the target.
+            if not chosen or total + d - target <= target - total:
+                chosen.append(i)
+            return chosen
+        chosen.append(i)
+        total += d
+    if not chosen:  # every phrase alone is too long by the estimate: take the shortest
+        chosen = [min(range(len(phrases)), key=lambda i: len(phrases[i]))]
+    return chosen
 
 
 def cut_at_pause(audio: np.ndarray, sr: int, min_dur: float, max_dur: float) -> np.ndarray:
-    """Shorten ``audio`` to at most ``max_dur`` s, cutting in the quietest 20 ms stretch
-    between ``min_dur`` and ``max_dur`` (a pause between words), with a 10 ms fade-out."""
+    """Shorten ``audio`` to at most ``max_dur`` s, cutting in the last of the quietest 20 ms
+    stretches between ``min_dur`` and ``max_dur`` (a pause between words), with a 10 ms
+    fade-out."""
     hop = int(0.01 * sr)
     lo, hi = int(min_dur * sr) // hop, int(max_dur * sr) // hop - 2
     frames = audio[: (len(audio) // hop) * hop].reshape(-1, hop)
     energy = (frames.astype(np.float64) ** 2).mean(axis=1)
     smooth = np.convolve(energy, np.ones(2) / 2, mode="same")
-    cut = (lo + int(np.argmin(smooth[lo:hi]))) * hop if hi > lo else int(max_dur * sr) - hop
+    if hi > lo:
+        window = smooth[lo:hi]
+        # The latest frame as quiet as the quietest one (within a factor for the noise
+        # floor): keep as much speech as fits.
+        quiet = np.flatnonzero(window <= window.min() * 4.0 + 1e-10)
+        cut = (lo + int(quiet[-1])) * hop
+    else:
+        cut = int(max_dur * sr) - hop
     out = audio[:cut].copy()
     fade = min(hop, len(out))
     out[len(out) - fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
@@ -270,51 +293,50 @@ def synthesize(job: SynthJob) -> SynthResult:
 
 
 def _fit_duration(job: SynthJob) -> tuple[np.ndarray, str, bool]:
-    # Speaking rate in characters/second, first guessed from the espeak-ng rate (words per
-    # minute at ~6.5 characters per word incl. space), then measured on each attempt.
+    # Speaking rate in characters/second: first guessed from the espeak-ng rate (words per
+    # minute at ~6.5 characters per word incl. space), then measured on each attempt and
+    # the phrases chosen again with it.
     cps = job.rate * 6.5 / 60.0
-    n = phrases_for(job.target, job.phrases, cps)
-    tried: dict[int, np.ndarray] = {}
+    chosen = select_phrases(job.target, job.phrases, cps, job.max_dur)
+    tried: dict[tuple[int, ...], np.ndarray] = {}
     for _ in range(MAX_ATTEMPTS):
-        n = min(max(n, 1), len(job.phrases))
-        if n in tried:
+        key = tuple(chosen)
+        if key in tried:
             break
-        text = join_phrases(job.phrases[:n])
+        text = join_phrases([job.phrases[i] for i in chosen])
         audio = to_16k(run_espeak(text, job.voice, job.pitch, job.rate, job.amplitude,
                                   job.word_gap))
-        tried[n] = audio
+        tried[key] = audio
         dur = len(audio) / SAMPLE_RATE
         if job.min_dur <= dur <= job.max_dur:
             return audio, text, False
         cps = max(len(text) / max(dur, 0.1), 1.0)
-        new_n = phrases_for(job.target, job.phrases, cps)
-        if dur > job.max_dur:
-            n = min(new_n, n - 1)
-        else:
-            n = max(new_n, n + 1)
-    # No phrase count fits (a single long phrase, or lengths jump over the range): take the
-    # shortest attempt that is long enough and cut it at a pause.
+        new = select_phrases(job.target, job.phrases, cps, job.max_dur)
+        if tuple(new) in tried:  # the estimate repeats itself: step by one phrase instead
+            if dur > job.max_dur:
+                new = chosen[:-1] or chosen
+            else:
+                rest = [i for i in range(len(job.phrases)) if i not in chosen]
+                if rest:  # the shortest phrase left is the least likely to overshoot
+                    new = chosen + [min(rest, key=lambda i: len(job.phrases[i]))]
+        chosen = new
+    # No choice of phrases fits (a single very long phrase, say): take the shortest attempt
+    # that is long enough and cut it at a pause.
     long_enough = [k for k, a in tried.items() if len(a) >= job.min_dur * SAMPLE_RATE]
     if not long_enough:
         raise RuntimeError(f"{job.utt}: could not reach {job.min_dur} s with "
                            f"{len(job.phrases)} phrases")
-    k = min(long_enough)
-    audio = tried[k]
+    key = min(long_enough, key=lambda k: len(tried[k]))
+    audio = tried[key]
     if len(audio) > job.max_dur * SAMPLE_RATE:
         audio = cut_at_pause(audio, SAMPLE_RATE, job.min_dur, job.max_dur)
-    return audio, join_phrases(job.phrases[:k]), True
+    return audio, join_phrases([job.phrases[i] for i in key]), True
 
 
 # ------------------------------------------------------------------ planning
-def _rng(seed: int, *keys: object) -> np.random.Generator:
-    """A generator keyed by the seed and a path of names, stable across runs and platforms."""
-    words = [zlib.crc32(str(k).encode("utf-8")) for k in keys]
-    return np.random.default_rng(np.random.SeedSequence([seed % (2**32), *words]))
-
-
 def partition(items: list[str], seed: int, what: str) -> dict[str, list[str]]:
     """Shuffle ``items`` by seed and cut them into train/dev/test by ``SPLIT_SHARES``."""
-    order = [items[i] for i in _rng(seed, what).permutation(len(items))]
+    order = [items[i] for i in keyed_rng(seed, what).permutation(len(items))]
     n = len(order)
     n_dev = max(1, round(n * SPLIT_SHARES["dev"]))
     n_test = max(1, round(n * SPLIT_SHARES["test"]))
@@ -328,7 +350,7 @@ def partition(items: list[str], seed: int, what: str) -> dict[str, list[str]]:
 def speaker_of(seed: int, split: str, lang: str, index: int,
                variants: list[str]) -> tuple[str, int, int, int]:
     """``(variant, base pitch, base rate, base amplitude)`` of speaker ``index``."""
-    rng = _rng(seed, "speaker", split, lang, index)
+    rng = keyed_rng(seed, "speaker", split, lang, index)
     variant = variants[int(rng.integers(len(variants)))]
     pitch = int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1))
     rate = int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1))
@@ -365,7 +387,7 @@ def plan_jobs(
                                                           variant_split[split])
                 spk = speaker_id(lang, variant, pitch0, rate0)
                 utt = f"{spk}-{split}{i:05d}"
-                rng = _rng(seed, "utt", split, lang, i)
+                rng = keyed_rng(seed, "utt", split, lang, i)
                 pitch = int(np.clip(pitch0 + rng.integers(-PITCH_JITTER, PITCH_JITTER + 1), 0, 99))
                 rate = int(rate0 + rng.integers(-RATE_JITTER, RATE_JITTER + 1))
                 amplitude = int(amp0 + rng.integers(-AMPLITUDE_JITTER, AMPLITUDE_JITTER + 1))

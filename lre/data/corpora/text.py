@@ -32,6 +32,7 @@ _NOT_SPEECH = re.compile(r"[<>&@/\\_=|`#*\[\]^~$]|https?:|www\.|\.\w{2,4}\b(?!\s
 _TRAILING_JUNK = re.compile(r"[\s:;,\-–—…·]+$|\.\.\.$")
 _SPACES = re.compile(r"\s+")
 _QUOTES = re.compile(r"[\"“”„«»‹›]|(?<!\w)['‘’‚]|['‘’‚](?!\w)")
+_SPACE_BEFORE_COMMA = re.compile(r"\s+([,.])")
 _INVISIBLE = re.compile(r"[\u200b\u200e\u200f\ufeff\u00ad]")
 _ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\", "r": "\r", "a": "", "b": "", "f": ""}
 
@@ -115,7 +116,10 @@ def parse_po(path: str | Path) -> list[PoEntry]:
             entry.msgid_plural = _unquote(rest, path, lineno)
             target = ("msgid_plural", 0)
         elif keyword == "msgstr" or keyword.startswith("msgstr["):
-            index = 0 if keyword == "msgstr" else int(keyword[7:-1])
+            try:
+                index = 0 if keyword == "msgstr" else int(keyword[7:-1])
+            except ValueError:
+                raise LreError(f"{path}:{lineno}: bad plural index {keyword!r}") from None
             while len(entry.msgstr) <= index:
                 entry.msgstr.append("")
             entry.msgstr[index] = _unquote(rest, path, lineno)
@@ -136,10 +140,10 @@ def clean_phrase(text: str) -> str | None:
     text = unicodedata.normalize("NFC", text)
     if _PLACEHOLDER.search(text) or _NOT_SPEECH.search(text):
         return None
-    text = _INVISIBLE.sub("", text)
-    text = _SPACES.sub(" ", text.replace("\u00a0", " ")).strip().lstrip("-–— ")
     # Quotation marks are not spoken and often end up unbalanced once trimmed.
-    text = _QUOTES.sub("", text).strip()
+    text = _QUOTES.sub("", _INVISIBLE.sub("", text))
+    text = _SPACES.sub(" ", text).strip().lstrip("-–— ")
+    text = _SPACE_BEFORE_COMMA.sub(r"\1", text)
     previous = None
     while previous != text:
         previous = text

@@ -1,0 +1,279 @@
+"""What every language recognition model shares: the output record, the base class, config
+checking, and the padding-aware building blocks (masks, bidirectional GRU, attention pooling).
+
+Every model maps features ``(batch, frames, feat_dim)`` with true lengths ``(batch,)`` to
+language logits *and* a weight per segment of the utterance, so that scoring, plots and
+identification treat all models alike.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from lre.utils import LreError
+
+
+class ModelOutput(NamedTuple):
+    """What ``LidModel.forward`` returns (a tuple, so it traces and exports as one).
+
+    logits: ``(batch, num_langs)`` unnormalised language scores.
+    attention: ``(batch, segments)`` weight of each segment in the pooled decision; sums to 1
+        over the real segments of an utterance and is exactly 0 on padding segments.
+    segment_mask: ``(batch, segments)`` bool, True for real segments.
+    segment_frames: ``(batch, segments, 2)`` int64 ``[start, end)`` frame span of each
+        segment in the input frame sequence (spans are clipped to the utterance length).
+    """
+
+    logits: Tensor
+    attention: Tensor
+    segment_mask: Tensor
+    segment_frames: Tensor
+
+
+class LidModel(nn.Module):
+    """Base class of the models: holds the config and the sizes every caller needs.
+
+    Attributes:
+        name: registry name ("hgru", "bigru", ...), stored in model files.
+        feat_dim: input feature dimension.
+        num_langs: number of output languages.
+        config: every size of the model (JSON/YAML-safe values only), enough to rebuild it.
+        min_frames: shortest input the model uses without padding it (one segment for the
+            HGRU); shorter inputs are zero-padded by the model, never an error.
+    """
+
+    name: ClassVar[str] = ""
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, feat_dim: int, num_langs: int, config: dict[str, Any] | None = None):
+        super().__init__()
+        if not isinstance(feat_dim, int) or isinstance(feat_dim, bool) or feat_dim < 1:
+            raise LreError(f"{self.name} model: feat_dim must be a positive integer, "
+                           f"got {feat_dim!r}")
+        if not isinstance(num_langs, int) or isinstance(num_langs, bool) or num_langs < 1:
+            raise LreError(f"{self.name} model: num_langs must be a positive integer, "
+                           f"got {num_langs!r}")
+        self.feat_dim = feat_dim
+        self.num_langs = num_langs
+        self.config = resolve_config(self.name, self.DEFAULTS, config)
+        self.min_frames = 1
+
+    def forward(self, feats: Tensor, lengths: Tensor) -> ModelOutput:  # pragma: no cover
+        """``feats (batch, frames, feat_dim)`` float, ``lengths (batch,)`` int64."""
+        raise NotImplementedError
+
+    def segment_logits(self, feats: Tensor, lengths: Tensor) -> Tensor:  # pragma: no cover
+        """Per-segment language logits ``(batch, segments, num_langs)`` (0 on padding)."""
+        raise NotImplementedError
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def extra_repr(self) -> str:
+        return f"feat_dim={self.feat_dim}, num_langs={self.num_langs}, config={self.config}"
+
+
+# --------------------------------------------------------------------------------------------
+# Config handling
+
+
+def _coerce(model: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of ``default``; strings (from ``--set key=value``) are parsed."""
+    if isinstance(value, str) and not isinstance(default, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass
+    bad = LreError(f"{model} config: {key} = {value!r} is not {_type_name(default)}")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise bad
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if isinstance(default, list):
+        if not isinstance(value, (list, tuple)) or not value:
+            raise bad
+        item = default[0]
+        return [_coerce(model, f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise bad
+        return value
+    return value
+
+
+def _type_name(default: Any) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, list):
+        return "a non-empty list"
+    return "a string"
+
+
+def resolve_config(model: str, defaults: dict[str, Any],
+                   config: dict[str, Any] | None) -> dict[str, Any]:
+    """``defaults`` updated with ``config``; unknown keys and wrong types raise LreError."""
+    out = copy.deepcopy(defaults)
+    for key, value in (config or {}).items():
+        if key not in defaults:
+            known = ", ".join(sorted(defaults))
+            raise LreError(f"{model} config: unknown key {key!r} (known: {known})")
+        out[key] = _coerce(model, key, value, defaults[key])
+    return out
+
+
+def require(model: str, condition: bool, message: str) -> None:
+    """Raise ``LreError("<model> config: <message>")`` unless ``condition``."""
+    if not condition:
+        raise LreError(f"{model} config: {message}")
+
+
+def require_positive(model: str, config: dict[str, Any], *keys: str) -> None:
+    """Every ``config[key]`` must be >= 1."""
+    for key in keys:
+        require(model, config[key] >= 1, f"{key} must be at least 1, got {config[key]}")
+
+
+def require_dropout(model: str, config: dict[str, Any], key: str = "dropout") -> None:
+    require(model, 0.0 <= config[key] < 1.0, f"{key} must be in [0, 1), got {config[key]}")
+
+
+# --------------------------------------------------------------------------------------------
+# Masks and padding-aware layers
+
+
+def frame_mask(lengths: Tensor, frames: int | Tensor) -> Tensor:
+    """``(batch, frames)`` bool, True where the frame index is below the utterance length."""
+    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def zero_padding(feats: Tensor, lengths: Tensor) -> Tensor:
+    """``feats`` with every frame at or beyond its utterance's length set to exactly 0.
+
+    Makes outputs independent of whatever the caller put in the padding (even NaN).
+    """
+    mask = frame_mask(lengths, feats.shape[1])
+    return torch.where(mask[:, :, None], feats, torch.zeros((), dtype=feats.dtype,
+                                                             device=feats.device))
+
+
+def reversal_index(lengths: Tensor, steps: int | Tensor) -> Tensor:
+    """``(batch, steps)`` int64: index ``t`` -> ``length - 1 - t`` inside the utterance, ``t``
+    on padding. Gathering with it reverses each sequence within its own length (its own
+    inverse), so a backward GRU starts at the true end and never sees padding first."""
+    t = torch.arange(steps, device=lengths.device)[None, :]
+    n = lengths[:, None]
+    return torch.where(t < n, n - 1 - t, t)
+
+
+def gather_steps(x: Tensor, index: Tensor) -> Tensor:
+    """``x (batch, steps, dim)`` reordered along ``steps`` by ``index (batch, steps)``."""
+    return torch.gather(x, 1, index[:, :, None].expand(-1, -1, x.shape[2]))
+
+
+class BidirectionalGRU(nn.Module):
+    """Stacked bidirectional GRU over padded sequences without packing (exports to ONNX).
+
+    The backward direction runs a forward GRU over each sequence reversed within its own
+    length, so the states of real steps never depend on padding.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 dropout: float = 0.0):
+        super().__init__()
+        sizes = [input_size] + [2 * hidden_size] * (num_layers - 1)
+        self.forward_grus = nn.ModuleList(nn.GRU(s, hidden_size, batch_first=True)
+                                          for s in sizes)
+        self.backward_grus = nn.ModuleList(nn.GRU(s, hidden_size, batch_first=True)
+                                           for s in sizes)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """``x (batch, steps, input_size)``, ``lengths (batch,)`` -> ``(batch, steps,
+        2 * hidden_size)``; forward states first, then backward."""
+        rev = reversal_index(lengths, x.shape[1])
+        for i, (fwd, bwd) in enumerate(zip(self.forward_grus, self.backward_grus,
+                                           strict=True)):
+            if i > 0:
+                x = self.dropout(x)
+            out_f, _ = fwd(x)
+            out_b, _ = bwd(gather_steps(x, rev))
+            x = torch.cat([out_f, gather_steps(out_b, rev)], dim=2)
+        return x
+
+
+class AttentionPooling(nn.Module):
+    """``a_k = softmax_k(tanh(W h_k + b) . u)`` over real steps; returns ``sum_k a_k h_k``."""
+
+    def __init__(self, input_size: int, attention_size: int):
+        super().__init__()
+        self.proj = nn.Linear(input_size, attention_size)
+        self.context = nn.Linear(attention_size, 1, bias=False)
+
+    def scores(self, h: Tensor) -> Tensor:
+        """Unnormalised scores ``(batch, steps)`` of ``h (batch, steps, input_size)``."""
+        return self.context(torch.tanh(self.proj(h))).squeeze(-1)
+
+    def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """``h (batch, steps, dim)``, ``mask (batch, steps)`` bool (at least one True per row)
+        -> ``(pooled (batch, dim), weights (batch, steps))``; weights are exactly 0 where
+        ``mask`` is False."""
+        weights = masked_softmax(self.scores(h), mask)
+        h = torch.where(mask[:, :, None], h, torch.zeros((), dtype=h.dtype, device=h.device))
+        return torch.bmm(weights[:, None, :], h).squeeze(1), weights
+
+
+def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
+    """Softmax over ``dim`` with masked entries exactly 0; a fully masked row gives all 0."""
+    any_real = mask.any(dim=dim, keepdim=True)
+    # A fully masked row would be all -inf (NaN softmax): give it finite scores, zero it after.
+    safe = mask | ~any_real
+    weights = torch.softmax(scores.masked_fill(~safe, float("-inf")), dim=dim)
+    return torch.where(mask, weights, torch.zeros((), dtype=weights.dtype,
+                                                  device=weights.device))
+
+
+def block_layout(lengths: Tensor, frames: int | Tensor, block: int
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """Fixed non-overlapping blocks of ``block`` frames over a batch (the baselines' segments).
+
+    Returns ``(count (batch,), mask (batch, blocks) bool, spans (batch, blocks, 2) int64)``;
+    ``blocks = ceil(frames / block)`` (at least 1); an utterance has ``ceil(length / block)``
+    real blocks (at least 1), the last one clipped to its length.
+    """
+    blocks = num_blocks(frames, block)
+    count = torch.clamp((lengths + block - 1) // block, min=1)
+    k = torch.arange(blocks, device=lengths.device)
+    mask = k[None, :] < count[:, None]
+    start = torch.minimum(k[None, :] * block, lengths[:, None])
+    end = torch.minimum(start + block, lengths[:, None])
+    return count, mask, torch.stack([start, end], dim=2).to(torch.int64)
+
+
+def num_blocks(frames: int | Tensor, hop: int) -> int | Tensor:
+    """``ceil(frames / hop)``, at least 1 (``frames`` is a traced size tensor when exporting,
+    then always >= 1)."""
+    if isinstance(frames, int):
+        return max(1, -(-frames // hop))
+    return (frames - 1) // hop + 1

@@ -1,0 +1,543 @@
+"""Plots: attention over segments, confusion matrices, DET curves (``lre plot``).
+
+Every ``*_figure`` function builds and returns a matplotlib ``Figure`` (for tests and
+notebooks); the matching ``plot_*`` function saves it to PNG, SVG or PDF (chosen by the file
+extension) and closes it. Matplotlib runs on the non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib import mlab  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from lre.utils import LreError, atomic_open  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+
+FORMATS = ("png", "svg", "pdf")
+#: Highest number of languages drawn separately in a timeline; the rest are summed as "other".
+TIMELINE_LANGS = 6
+_DPI = 150
+
+
+def save_figure(fig: Figure, out_path: PathLike) -> Path:
+    """Save ``fig`` atomically as PNG/SVG/PDF according to the extension, then close it."""
+    out_path = Path(out_path)
+    fmt = out_path.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        plt.close(fig)
+        raise LreError(f"{out_path}: unsupported plot format '{out_path.suffix}' "
+                       f"(use .png, .svg or .pdf)")
+    try:
+        with atomic_open(out_path, "wb") as f:
+            fig.savefig(f, format=fmt, dpi=_DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return out_path
+
+
+# ----------------------------------------------------------------------------------------
+# attention
+# ----------------------------------------------------------------------------------------
+
+
+def _posterior_title(title: str | None, posteriors: Mapping[str, float] | None,
+                     top_k: int) -> str:
+    parts = [title] if title else []
+    if posteriors:
+        ranked = sorted(posteriors.items(), key=lambda kv: -kv[1])
+        pred, p = ranked[0]
+        parts.append(f"predicted {pred} (p = {p:.3f})")
+        if len(ranked) > 1:
+            parts.append("top: " + ", ".join(f"{lang} {q:.3f}" for lang, q in ranked[:top_k]))
+    return "  |  ".join(parts)
+
+
+def _draw_waveform(ax: Any, wave: np.ndarray, sample_rate: int) -> None:
+    """Waveform; long signals are drawn as a min/max envelope (a few thousand columns)."""
+    n = len(wave)
+    columns = 4000
+    if n > 2 * columns:
+        hop = math.ceil(n / columns)
+        pad = (-n) % hop
+        blocks = np.pad(wave, (0, pad)).reshape(-1, hop)
+        t = (np.arange(len(blocks)) * hop + hop / 2) / sample_rate
+        ax.fill_between(t, blocks.min(axis=1), blocks.max(axis=1), color="tab:blue", lw=0)
+    else:
+        ax.plot(np.arange(n) / sample_rate, wave, color="tab:blue", lw=0.6)
+    peak = float(np.max(np.abs(wave))) if n else 1.0
+    ax.set_ylim(-1.05 * max(peak, 1e-4), 1.05 * max(peak, 1e-4))
+    ax.set_ylabel("amplitude")
+
+
+def _draw_spectrogram(ax: Any, wave: np.ndarray, sample_rate: int) -> None:
+    """Log-power spectrogram (32 ms Hann windows, 80 dB range), frequency in kHz."""
+    nfft = 2 ** max(6, round(math.log2(0.032 * sample_rate)))
+    if len(wave) < nfft:
+        wave = np.pad(wave, (0, nfft - len(wave)))
+    # Keep at most ~4000 columns so minutes of audio stay light.
+    hop = max(nfft // 4, math.ceil(len(wave) / 4000))
+    noverlap = max(nfft - hop, 0)
+    spec, freqs, times = mlab.specgram(
+        wave, NFFT=nfft, Fs=sample_rate, noverlap=noverlap, window=np.hanning(nfft),
+        mode="psd")
+    db = 10.0 * np.log10(np.maximum(spec, 1e-20))
+    top = float(db.max())
+    step = times[1] - times[0] if len(times) > 1 else nfft / sample_rate
+    extent = (times[0] - step / 2, times[-1] + step / 2, freqs[0] / 1000, freqs[-1] / 1000)
+    ax.imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma",
+              vmin=top - 80.0, vmax=top, interpolation="nearest")
+    ax.set_ylabel("frequency (kHz)")
+
+
+def _timeline_matrix(timeline: np.ndarray) -> np.ndarray:
+    """Per-segment posteriors; log-posteriors (any negative value) are exponentiated."""
+    timeline = np.asarray(timeline, dtype=np.float64)
+    if (timeline < 0).any():
+        timeline = np.exp(timeline - timeline.max(axis=1, keepdims=True))
+    sums = timeline.sum(axis=1, keepdims=True)
+    return timeline / np.where(sums > 0, sums, 1.0)
+
+
+def attention_figure(
+    wave: np.ndarray,
+    sample_rate: int,
+    segments: Sequence[Mapping[str, float]],
+    title: str | None = None,
+    posteriors: Mapping[str, float] | None = None,
+    timeline: np.ndarray | None = None,
+    langs: Sequence[str] | None = None,
+    top_k: int = 3,
+) -> Figure:
+    """Waveform, spectrogram and one attention-weight bar per segment over a shared time axis.
+
+    Args:
+        wave: ``(samples,)`` audio.
+        sample_rate: samples per second of ``wave``.
+        segments: ``[{"start", "end", "weight"}, ...]`` in seconds of ``wave``'s time.
+        title: first part of the title (utterance id, file name).
+        posteriors: ``{lang: p}``; the predicted language and the ``top_k`` posteriors go in
+            the title.
+        timeline: optional ``(segments, langs)`` per-segment posteriors (or log-posteriors)
+            drawn as stacked bars, one per segment, the ``TIMELINE_LANGS`` most likely
+            languages coloured and the rest summed as "other".
+        langs: the timeline's column names.
+
+    The attention axes (``fig.axes[2]``, label ``"attention"``) hold one bar per segment.
+    """
+    wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+    if timeline is not None:
+        timeline = _timeline_matrix(timeline)
+        if timeline.shape[0] != len(segments):
+            raise LreError(f"timeline has {timeline.shape[0]} rows for {len(segments)} segments")
+        if langs is None or len(langs) != timeline.shape[1]:
+            raise LreError("timeline needs one language name per column (langs)")
+    rows = 4 if timeline is not None else 3
+    ratios = [1.0, 1.6, 1.0] + ([1.2] if timeline is not None else [])
+    fig, axes = plt.subplots(rows, 1, figsize=(11, 2.0 * rows + 0.6), sharex=True,
+                             gridspec_kw={"height_ratios": ratios})
+    ax_wave, ax_spec, ax_att = axes[:3]
+    duration = max(len(wave) / sample_rate,
+                   max((float(s["end"]) for s in segments), default=0.0))
+
+    _draw_waveform(ax_wave, wave, sample_rate)
+    _draw_spectrogram(ax_spec, wave, sample_rate)
+
+    starts = np.array([float(s["start"]) for s in segments])
+    ends = np.array([float(s["end"]) for s in segments])
+    weights = np.array([float(s["weight"]) for s in segments])
+    peak = float(weights.max()) if len(weights) else 1.0
+    colours = plt.get_cmap("viridis")(weights / peak if peak > 0 else weights)
+    bars = ax_att.bar(starts, weights, width=ends - starts, align="edge", color=colours,
+                      edgecolor="black", linewidth=0.6, label="attention")
+    for k, patch in enumerate(bars.patches):  # named groups in SVG output
+        patch.set_gid(f"attention-segment-{k}")
+    ax_att.set_label("attention")
+    ax_att.set_ylabel("attention\nweight")
+    ax_att.set_ylim(0, max(peak * 1.15, 1e-3))
+    if len(segments) and len(segments) <= 40:
+        uniform = 1.0 / len(segments)
+        ax_att.axhline(uniform, color="grey", ls="--", lw=0.8)
+        ax_att.text(duration, uniform, " uniform", va="center", ha="left", fontsize=8,
+                    color="grey")
+    for ax in (ax_wave, ax_spec):  # segment boundaries, faint, to relate bars and signal
+        for x in np.unique(np.concatenate([starts, ends])):
+            ax.axvline(x, color="white" if ax is ax_spec else "grey", lw=0.4, alpha=0.5)
+
+    if timeline is not None:
+        _draw_timeline(axes[3], timeline, list(langs), starts, ends)
+
+    axes[-1].set_xlabel("time (s)")
+    axes[-1].set_xlim(0, duration if duration > 0 else 1.0)
+    for ax in axes:
+        ax.grid(axis="x", alpha=0.25)
+    fig.suptitle(_posterior_title(title, posteriors, top_k), fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_timeline(ax: Any, timeline: np.ndarray, langs: list[str], starts: np.ndarray,
+                   ends: np.ndarray) -> None:
+    order = np.argsort(-timeline.max(axis=0), kind="stable")
+    shown = list(order[:TIMELINE_LANGS])
+    columns = [timeline[:, i] for i in shown]
+    names = [langs[i] for i in shown]
+    if len(order) > TIMELINE_LANGS:
+        columns.append(timeline[:, order[TIMELINE_LANGS:]].sum(axis=1))
+        names.append("other")
+    colours = plt.get_cmap("tab10").colors
+    bottom = np.zeros(len(starts))
+    for k, (values, name) in enumerate(zip(columns, names, strict=True)):
+        colour = "lightgrey" if name == "other" else colours[k % len(colours)]
+        ax.bar(starts, values, width=ends - starts, bottom=bottom, align="edge", color=colour,
+               edgecolor="white", linewidth=0.3, label=name)
+        bottom += values
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("P(language)\nper segment")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+
+
+def plot_attention(
+    wave: np.ndarray,
+    sample_rate: int,
+    segments: Sequence[Mapping[str, float]],
+    out_path: PathLike,
+    title: str | None = None,
+    posteriors: Mapping[str, float] | None = None,
+    timeline: np.ndarray | None = None,
+    langs: Sequence[str] | None = None,
+) -> Path:
+    """Save :func:`attention_figure` to ``out_path`` (.png, .svg or .pdf)."""
+    fig = attention_figure(wave, sample_rate, segments, title=title, posteriors=posteriors,
+                           timeline=timeline, langs=langs)
+    return save_figure(fig, out_path)
+
+
+def timeline_from_record(record: Mapping[str, Any]) -> tuple[np.ndarray | None, list[str] | None]:
+    """Per-segment posteriors of an attention/identify JSON record, if it has them.
+
+    Accepts ``segments[i]["posteriors"] = {lang: p}`` on every segment, or a top-level
+    ``"timeline"`` (as ``lre identify --json --timeline`` writes it): a list of
+    ``{"start", "end", "posteriors": {lang: p}}`` or of ``{lang: p}``, or rows of numbers
+    with a ``"langs"`` list.
+    """
+    segments = record.get("segments") or []
+    rows: list[Mapping[str, float]] | None = None
+    if segments and all(isinstance(s.get("posteriors"), Mapping) for s in segments):
+        rows = [s["posteriors"] for s in segments]
+    elif isinstance(record.get("timeline"), list) and record["timeline"]:
+        tl = record["timeline"]
+        if all(isinstance(t, Mapping) and isinstance(t.get("posteriors"), Mapping)
+               for t in tl):
+            rows = [t["posteriors"] for t in tl]
+        elif isinstance(tl[0], Mapping):
+            rows = tl
+        elif record.get("langs"):
+            return np.asarray(tl, dtype=np.float64), list(record["langs"])
+    if rows is None:
+        return None, None
+    langs = list(record.get("posteriors") or rows[0])
+    return np.array([[float(r.get(lang, 0.0)) for lang in langs] for r in rows]), langs
+
+
+_NAME_KEYS = ("utt", "id", "source", "file", "path")
+
+
+def _record_name(record: Mapping[str, Any]) -> str:
+    """The utterance id or file a record describes ("" when it names none)."""
+    return next((str(record[k]) for k in _NAME_KEYS if record.get(k)), "")
+
+
+def plot_attention_record(
+    record: Mapping[str, Any],
+    wave: np.ndarray,
+    sample_rate: int,
+    out_path: PathLike,
+    title: str | None = None,
+) -> Path:
+    """Plot one ``attention.jsonl`` / ``lre identify --json`` record over its audio."""
+    segments = record.get("segments")
+    if not isinstance(segments, list):
+        name = _record_name(record) or "record"
+        raise LreError(f"{name}: attention record has no 'segments' list")
+    timeline, langs = timeline_from_record(record)
+    if timeline is not None and timeline.shape[0] != len(segments):
+        timeline, langs = None, None
+    name = title or _record_name(record)
+    return plot_attention(wave, sample_rate, segments, out_path, title=name,
+                          posteriors=record.get("posteriors"), timeline=timeline, langs=langs)
+
+
+# ----------------------------------------------------------------------------------------
+# confusion matrix and DET curves
+# ----------------------------------------------------------------------------------------
+
+
+def confusion_figure(
+    matrix: np.ndarray,
+    langs: Sequence[str],
+    pred_labels: Sequence[str] | None = None,
+    title: str | None = "Confusion matrix",
+) -> Figure:
+    """Heat map of a confusion matrix ``(true langs, predicted)``: colour = row share, text =
+    count. ``pred_labels`` names the columns when they differ from ``langs`` (e.g. an extra
+    ``unknown`` column; an all-zero extra column is dropped)."""
+    matrix = np.asarray(matrix, dtype=np.int64)
+    pred_labels = list(pred_labels) if pred_labels is not None else list(langs)
+    if matrix.shape != (len(langs), len(pred_labels)):
+        raise LreError(f"confusion matrix shape {matrix.shape} does not match "
+                       f"{len(langs)} x {len(pred_labels)} labels")
+    while matrix.shape[1] > len(langs) and not matrix[:, -1].any():
+        matrix, pred_labels = matrix[:, :-1], pred_labels[:-1]
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = matrix / np.where(rows > 0, rows, 1)
+    size = max(4.0, 0.55 * max(matrix.shape) + 2.0)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(pred_labels)), pred_labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(langs)), list(langs))
+    ax.set_xlabel("predicted language")
+    ax.set_ylabel("true language")
+    if matrix.shape[0] * matrix.shape[1] <= 900:
+        for i in range(matrix.shape[0]):
+            for j in range(matrix.shape[1]):
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if share[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true language")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(matrix: np.ndarray, langs: Sequence[str], out: PathLike,
+                   pred_labels: Sequence[str] | None = None,
+                   title: str | None = "Confusion matrix") -> Path:
+    """Save :func:`confusion_figure` to ``out``."""
+    return save_figure(confusion_figure(matrix, langs, pred_labels, title), out)
+
+
+_DET_TICKS = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9]
+
+
+def _labels_to_index(labels: Sequence[Any], langs: Sequence[str]) -> np.ndarray:
+    labels = list(labels)
+    if labels and isinstance(labels[0], str):
+        index = {lang: i for i, lang in enumerate(langs)}
+        return np.array([index.get(x, -1) for x in labels], dtype=np.int64)
+    return np.asarray(labels, dtype=np.int64)
+
+
+def det_figure(
+    scores: np.ndarray,
+    labels: Sequence[Any],
+    langs: Sequence[str],
+    title: str | None = "DET curves",
+    pooled: bool = True,
+) -> Figure:
+    """DET curves (miss vs false-alarm probability on probit axes), one per language.
+
+    ``scores`` ``(utts, langs)`` are llrs or log-posteriors; ``labels`` language indices or
+    names (others are skipped). Language l's curve uses its column: target trials from its
+    utterances, non-target trials from the others'. ``pooled`` adds the curve of all trials.
+    """
+    from scipy.stats import norm
+    from sklearn.metrics import det_curve
+
+    from lre.scoring import _finite_for_ranking, detection_trials, eer
+
+    scores = np.asarray(scores, dtype=np.float64)
+    lab = _labels_to_index(labels, langs)
+    keep = lab >= 0
+    scores, lab = scores[keep], lab[keep]
+    lo = 0.0005
+
+    def probit(p: np.ndarray) -> np.ndarray:
+        return norm.ppf(np.clip(p, lo, 1 - lo))
+
+    fig, ax = plt.subplots(figsize=(7, 6.4))
+    colours = plt.get_cmap("tab10").colors
+    dashes = ["-", "--", "-.", ":"]
+    drawn = 0
+    curves = [(name, lab == i, scores[:, i]) for i, name in enumerate(langs)]
+    if pooled:
+        is_target, flat = detection_trials(lab, scores)
+        curves.append(("pooled", is_target, flat))
+    for k, (name, is_target, col) in enumerate(curves):
+        if is_target.all() or not is_target.any():
+            continue
+        # From the first threshold with no miss to the last with a false alarm; rates of 0
+        # land on the axes' edges through the clipped probit.
+        fpr, fnr, _ = det_curve(is_target, _finite_for_ranking(col))
+        e = eer(is_target, col)
+        style = {"color": "black", "lw": 2.2} if name == "pooled" else \
+            {"color": colours[k % len(colours)], "lw": 1.4,
+             "ls": dashes[(k // len(colours)) % len(dashes)]}
+        ax.plot(probit(fpr), probit(fnr), label=f"{name} (EER {100 * e:.1f}%)", **style)
+        drawn += 1
+    ticks = probit(np.array(_DET_TICKS))
+    names = [f"{100 * t:g}" for t in _DET_TICKS]
+    ax.set_xticks(ticks, names)
+    ax.set_yticks(ticks, names)
+    ax.set_xlim(probit(np.array([lo]))[0], probit(np.array([0.95]))[0])
+    ax.set_ylim(probit(np.array([lo]))[0], probit(np.array([0.95]))[0])
+    ax.plot([-10, 10], [-10, 10], color="grey", ls=":", lw=0.8)  # EER line
+    ax.set_xlabel("false-alarm probability (%)")
+    ax.set_ylabel("miss probability (%)")
+    ax.grid(alpha=0.3)
+    if drawn > 8:  # many languages: the legend goes beside the axes, not over the curves
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    elif drawn:
+        ax.legend(loc="upper right", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no language has both target and non-target trials",
+                transform=ax.transAxes, ha="center")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_det(scores: np.ndarray, labels: Sequence[Any], langs: Sequence[str], out: PathLike,
+             title: str | None = "DET curves") -> Path:
+    """Save :func:`det_figure` to ``out``."""
+    return save_figure(det_figure(scores, labels, langs, title), out)
+
+
+# ----------------------------------------------------------------------------------------
+# lre plot
+# ----------------------------------------------------------------------------------------
+
+
+def read_attention_record(path: PathLike, utt: str | None = None) -> dict[str, Any]:
+    """Find one record in a JSON-lines file (``attention.jsonl`` or ``identify --json``).
+
+    With ``utt`` the record whose ``utt`` (or ``id``/``source``/``file``/``path``) equals it;
+    without, the file must hold exactly one record.
+    """
+    records = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise LreError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                if not isinstance(rec, dict):
+                    raise LreError(f"{path}:{lineno}: expected a JSON object")
+                if utt is None or utt in (rec.get(k) for k in _NAME_KEYS):
+                    records.append(rec)
+                    if utt is not None:
+                        break
+    except FileNotFoundError:
+        raise LreError(f"{path}: file not found") from None
+    if not records:
+        raise LreError(f"{path}: no record" + (f" for '{utt}'" if utt else ""))
+    if len(records) > 1:
+        raise LreError(f"{path}: {len(records)} records; choose one with --utt")
+    return records[0]
+
+
+def _scores_and_labels(scores_dir: PathLike, data_dir: PathLike,
+                       use: str) -> tuple[np.ndarray, list[str], list[str], list[str]]:
+    from lre.data.datadir import read_kv
+    from lre.scoring import read_scores
+
+    name = "llr.tsv" if use == "llr" else "scores.tsv"
+    utts, langs, matrix = read_scores(Path(scores_dir) / name)
+    utt2lang = read_kv(Path(data_dir) / "utt2lang")
+    rows = [i for i, u in enumerate(utts) if u in utt2lang]
+    if not rows:
+        raise LreError(f"{Path(scores_dir) / name}: no scored utterance is in {data_dir}/utt2lang")
+    return matrix[rows], [utt2lang[utts[i]] for i in rows], langs, [utts[i] for i in rows]
+
+
+def cli_plot_args(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="plot_kind", metavar="KIND", required=True)
+    att = sub.add_parser("attention", help="waveform, spectrogram and attention per segment",
+                         description="Plot an utterance (from a data dir and attention.jsonl) "
+                                     "or a file (an identify --json line and its audio).")
+    att.add_argument("--attention", help="attention.jsonl written by lre score")
+    att.add_argument("--utt", help="utterance id (or file name) of the record to plot")
+    att.add_argument("--data", help="data dir holding the utterance's audio")
+    att.add_argument("--json", help="JSON (one line) from lre identify --json")
+    att.add_argument("--audio", help="audio file of the --json record")
+    att.add_argument("--sample-rate", type=int, default=16000,
+                     help="sample rate the audio is read at (default 16000)")
+    att.add_argument("--out", required=True, help="output .png, .svg or .pdf")
+    for kind, what in (("confusion", "confusion-matrix heat map"), ("det", "DET curves")):
+        p = sub.add_parser(kind, help=f"{what} of a scored test set")
+        p.add_argument("--scores-dir", required=True, help="dir with scores.tsv (and llr.tsv)")
+        p.add_argument("--data", required=True, help="data dir with the utt2lang")
+        p.add_argument("--out", default=None,
+                       help=f"output file (default: SCORES_DIR/{kind}.png)")
+        if kind == "det":
+            p.add_argument("--use", choices=("llr", "scores"), default="llr",
+                           help="plot llr.tsv (default) or scores.tsv")
+
+
+def cli_plot(args: argparse.Namespace) -> int:
+    if args.plot_kind == "attention":
+        return _cli_plot_attention(args)
+    out = args.out or str(Path(args.scores_dir) / f"{args.plot_kind}.png")
+    if args.plot_kind == "det":
+        use = args.use
+        if use == "llr" and not (Path(args.scores_dir) / "llr.tsv").exists():
+            use = "scores"
+        scores, labels, langs, _ = _scores_and_labels(args.scores_dir, args.data, use)
+        plot_det(scores, labels, langs, out, title=f"DET curves ({use})")
+    else:
+        from lre.scoring import argmax_decisions, confusion
+
+        scores, labels, langs, _ = _scores_and_labels(args.scores_dir, args.data, "scores")
+        lab = _labels_to_index(labels, langs)
+        keep = lab >= 0
+        cm = confusion(lab[keep], argmax_decisions(scores[keep]), len(langs))
+        plot_confusion(cm, langs, out, pred_labels=[*langs, "unknown"])
+    print(out)
+    return 0
+
+
+def _cli_plot_attention(args: argparse.Namespace) -> int:
+    from lre.data.audio import load_audio
+
+    if args.json:
+        record = read_attention_record(args.json, args.utt)
+        audio = args.audio or record.get("source") or record.get("file") or record.get("path")
+        if not audio:
+            raise LreError(f"{args.json}: no --audio given and the record names no file")
+        wave = load_audio(str(audio), sample_rate=args.sample_rate, name=str(audio))
+        title = Path(str(audio)).name
+    elif args.attention:
+        if not args.utt or not args.data:
+            raise LreError("lre plot attention --attention needs --utt and --data")
+        from lre.data.audio import load_utterance
+        from lre.data.datadir import DataDir
+
+        record = read_attention_record(args.attention, args.utt)
+        wave = load_utterance(DataDir.load(args.data), args.utt, sample_rate=args.sample_rate)
+        title = args.utt
+    else:
+        raise LreError("lre plot attention needs --attention/--utt/--data or --json/--audio")
+    plot_attention_record(record, wave, args.sample_rate, args.out, title=title)
+    print(args.out)
+    return 0

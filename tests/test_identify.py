@@ -1,0 +1,215 @@
+"""lre identify and the Python API: chunked reading, attention timing, bad files, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import lre
+from lre.cli import main
+from lre.data.audio import load_audio, resample
+from lre.features import FeatureConfig
+from lre.identify import AudioStream, Identifier
+from lre.models import build_model, save_model
+from lre.utils import LreError
+
+LANGS = ["de", "en", "fr"]
+TINY = {"hidden1": 16, "hidden2": 16, "hidden3": 16, "attention": 8, "dense": 16}
+SR = 16000
+
+
+def make_exp(path: Path, cfg: FeatureConfig, seed: int = 0) -> Path:
+    """An experiment dir as training writes it: final.pt, feats_config.json, lang2id."""
+    torch.manual_seed(seed)
+    model = build_model("hgru", cfg.feat_dim, len(LANGS), TINY)
+    path.mkdir(parents=True, exist_ok=True)
+    save_model(path / "final.pt", model, LANGS)
+    (path / "feats_config.json").write_text(json.dumps(cfg.to_dict()))
+    (path / "lang2id").write_text("".join(f"{lang} {i}\n" for i, lang in enumerate(LANGS)))
+    return path
+
+
+def speak(lang: str, text: str, path: Path) -> Path:
+    """espeak-ng speech, written at espeak's own 22.05 kHz."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["espeak-ng", "-v", lang, "-w", str(path), text], check=True,
+                   capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("identify")
+    exp = make_exp(tmp / "exp", FeatureConfig())
+    en = speak("en", "Good morning, how are you today? The weather is nice and warm.",
+               tmp / "en.wav")
+    fr = speak("fr", "Bonjour, comment allez-vous aujourd'hui? Il fait beau et chaud.",
+               tmp / "fr.wav")
+    # 44.1 kHz stereo (left: French, right: English, shifted) to exercise mono + resampling.
+    a, b = load_audio(str(en), 44100), load_audio(str(fr), 44100)
+    n = max(len(a), len(b))
+    stereo = np.zeros((n, 2), dtype=np.float32)
+    stereo[: len(b), 0], stereo[: len(a), 1] = b, a
+    sf.write(tmp / "stereo44k.flac", stereo, 44100, subtype="PCM_24")
+    # ~25 s at 16 kHz: speech, pauses, speech ... (three chunks of <= 10 s)
+    en16, fr16 = load_audio(str(en), SR), load_audio(str(fr), SR)
+    pause = np.zeros(int(0.7 * SR), dtype=np.float32)
+    long = np.concatenate([en16, pause, fr16, pause] * 6)[: int(25 * SR)]
+    long[-len(en16):] = en16  # end on speech
+    sf.write(tmp / "long.wav", long, SR, subtype="FLOAT")
+    return {"tmp": tmp, "exp": exp, "en": en, "fr": fr, "stereo": tmp / "stereo44k.flac",
+            "long": tmp / "long.wav", "long_audio": long}
+
+
+def test_python_api(env):
+    ident = lre.Identifier.from_pretrained(env["exp"])
+    r = ident.identify(env["en"], top_k=2, timeline=True)
+    post = np.array(list(r.posteriors.values()))
+    assert list(r.posteriors) == LANGS and abs(post.sum() - 1) < 1e-9
+    assert r.language == LANGS[int(post.argmax())] and r.probability == post.max()
+    assert len(r.top_k) == 2 and r.top_k[0] == (r.language, r.probability)
+    assert r.top_k[1][1] <= r.top_k[0][1] and not r.calibrated
+    assert r.duration == pytest.approx(sf.info(env["en"]).duration, abs=1e-9)
+    assert r.segments and abs(sum(s["weight"] for s in r.segments) - 1) < 1e-6
+    assert all(0 <= s["start"] < s["end"] <= r.duration + 0.026 for s in r.segments)
+    assert len(r.timeline) == len(r.segments)
+    for t in r.timeline:
+        assert abs(sum(t["posteriors"].values()) - 1) < 1e-6
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["language"] == r.language and len(d["segments"]) == len(r.segments)
+
+
+def test_chunked_equals_unchunked_when_the_file_fits_one_chunk(env):
+    """Streaming read (44.1 kHz stereo FLAC) + chunk machinery == the whole file at once."""
+    exp = env["exp"]
+    chunked = Identifier.from_pretrained(exp, chunk_seconds=60).identify(env["stereo"],
+                                                                        timeline=True)
+    whole = Identifier.from_pretrained(exp, chunk_seconds=None).identify(env["stereo"],
+                                                                        timeline=True)
+    assert chunked.chunks == 1
+    assert chunked.posteriors == whole.posteriors
+    assert chunked.segments == whole.segments and chunked.timeline == whole.timeline
+    # The same audio given as an array of (samples, channels) at its own rate.
+    stereo, sr = sf.read(env["stereo"], dtype="float32")
+    arr = Identifier.from_pretrained(exp).identify(stereo, sample_rate=sr, timeline=True)
+    assert arr.posteriors == whole.posteriors and arr.segments == whole.segments
+
+
+def test_long_file_is_read_in_chunks_in_file_time(env):
+    """25 s in chunks of <= 10 s: 3 chunks, segment times span the file, and the result is
+    the speech-weighted combination of identifying each chunk's audio on its own."""
+    ident = Identifier.from_pretrained(env["exp"], chunk_seconds=10)
+    r = ident.identify(env["long"])
+    assert r.chunks == 3 and r.duration == pytest.approx(25.0)
+    starts = [s["start"] for s in r.segments]
+    assert starts == sorted(starts) and starts[0] < 0.5
+    assert r.segments[-1]["end"] > 24.5
+    assert abs(sum(s["weight"] for s in r.segments) - 1) < 1e-6  # float32 attention
+
+    # Each chunk alone: frames [f0, f1) of the file, i.e. samples [160 f0, 160 (f1-1) + 400).
+    total = (len(env["long_audio"]) - 400) // 160 + 1
+    bounds = lre.score.chunk_bounds(total, 1000)
+    log_post, offset = 0.0, 0
+    whole = Identifier.from_pretrained(env["exp"], chunk_seconds=None)
+    for f0, f1 in bounds:
+        part = whole.identify(env["long_audio"][160 * f0 : 160 * (f1 - 1) + 400])
+        k = len(part.segments)
+        mine = r.segments[offset : offset + k]
+        # The chunk's share of the speech frames (its weights' sum; each chunk's sum to 1).
+        share = sum(s["weight"] for s in mine) / sum(s["weight"] for s in part.segments)
+        for a, b in zip(mine, part.segments, strict=True):
+            assert a["start"] == pytest.approx(b["start"] + f0 * 0.01, abs=1e-9)
+            assert a["end"] == pytest.approx(b["end"] + f0 * 0.01, abs=1e-9)
+            assert a["weight"] == pytest.approx(share * b["weight"], rel=1e-9)
+        log_post = log_post + share * np.log(np.array(list(part.posteriors.values())))
+        offset += k
+    assert offset == len(r.segments)
+    expected = np.exp(log_post - np.logaddexp.reduce(log_post))
+    np.testing.assert_allclose(list(r.posteriors.values()), expected, atol=1e-7)
+
+
+def test_stream_reads_equal_whole_file_resampling(tmp_path):
+    """Block reads with resampling equal resampling the whole file; memory stays bounded."""
+    rng = np.random.default_rng(0)
+    x = (0.3 * rng.standard_normal((44100 * 3 + 123, 2))).astype(np.float32)
+    sf.write(tmp_path / "n.wav", x, 44100, subtype="FLOAT")
+    ref = resample(x.mean(axis=1, dtype=np.float64).astype(np.float32), 44100, SR)
+    with AudioStream(tmp_path / "n.wav", SR) as s:
+        assert s.num_samples == len(ref)
+        pieces, pos = [], 0
+        for step in (7000, 16000, 333, 20000, 30000):
+            pieces.append(s.read(pos, pos + step))
+            # the range itself, the resampler's context and rounding to 441-sample periods
+            assert len(s._buf) <= 44100 * step / SR + (2 * s._pad_periods + 2) * 441
+            pos += step
+    got = np.concatenate(pieces)
+    assert len(got) == len(ref)
+    np.testing.assert_allclose(got, ref, atol=2e-6)
+
+
+def test_attention_times_skip_the_silence_vad_removed(env, tone_wav, tmp_path):
+    """Tone + 4 s silence + tone: no segment starts in the silence, later ones after it."""
+    t = np.arange(int(2.5 * SR)) / SR
+    audio = np.concatenate([0.5 * np.sin(2 * np.pi * 440 * t), np.zeros(4 * SR),
+                            0.5 * np.sin(2 * np.pi * 660 * t)]).astype(np.float32)
+    sf.write(tmp_path / "gap.wav", audio, SR, subtype="FLOAT")
+    r = Identifier.from_pretrained(env["exp"]).identify(tmp_path / "gap.wav")
+    starts = [s["start"] for s in r.segments]
+    assert not any(2.53 < s < 6.47 for s in starts)
+    assert sum(s >= 6.47 for s in starts) >= 2 and r.segments[-1]["end"] > 8.9
+    # A tone with silence only before it: segments start after the silence.
+    r2 = Identifier.from_pretrained(env["exp"]).identify(
+        tone_wav(tmp_path / "late.wav", 3.0, silence_before=2.0))
+    assert r2.segments[0]["start"] >= 1.94 and r2.segments[-1]["end"] > 4.9
+
+
+def test_bad_input_raises_one_line_errors(env, tmp_path):
+    ident = Identifier.from_pretrained(env["exp"])
+    (tmp_path / "text.wav").write_text("not audio at all\n")
+    sf.write(tmp_path / "short.wav", np.zeros(400, np.float32) + 0.1, SR)
+    sf.write(tmp_path / "silent.wav", np.zeros(3 * SR, np.float32), SR)
+    for name, what in [("text.wav", "recognised audio format"), ("short.wav", "too short"),
+                       ("missing.wav", "no such file"), ("silent.wav", "no speech")]:
+        with pytest.raises(LreError, match=what) as e:
+            ident.identify(tmp_path / name)
+        assert "\n" not in str(e.value) and str(tmp_path / name) in str(e.value)
+    with pytest.raises(LreError, match="NaN"):
+        ident.identify(np.full(SR, np.nan, dtype=np.float32))
+
+
+def test_cli_reports_bad_files_and_answers_the_others(env, tmp_path, capsys):
+    d = tmp_path / "dir"
+    d.mkdir()
+    shutil.copy(env["fr"], d / "fr.wav")
+    (d / "notes.txt").write_text("not scanned")
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00")
+    scp = tmp_path / "list.scp"
+    scp.write_text(f"utt_en {env['en']}\nutt_gone {tmp_path}/gone.flac\n")
+    rc = main(["identify", "--model", str(env["exp"]), str(env["stereo"]),
+               str(tmp_path / "broken.wav"), str(d), str(scp), "--json", "--timeline",
+               "--top-k", "2"])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    recs = [json.loads(line) for line in out.splitlines()]
+    assert [r["source"] for r in recs] == [str(env["stereo"]), str(d / "fr.wav"),
+                                           str(env["en"])]
+    assert recs[2]["id"] == "utt_en"
+    for r in recs:
+        assert r["language"] in LANGS and len(r["top_k"]) == 2 and r["timeline"]
+    lines = [x for x in err.splitlines() if x.startswith("lre identify: ")]
+    assert len(lines) == 2  # one line per bad input (a summary line is logged as well)
+    assert "broken.wav" in lines[0] and "gone.flac" in lines[1] and "utt_gone" in lines[1]
+
+    rc = main(["identify", "--model", str(env["exp"]), str(env["en"]), "--top-k", "3"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "lre identify:" not in err
+    assert "top-3:" in out and "attention |" in out and str(env["en"]) in out

@@ -1,0 +1,123 @@
+"""``lre evaluate``: results.json, report.md with linked plots, summary on stdout."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from lre import report, scoring
+from lre.cli import main
+from lre.data.datadir import DataDir
+
+LANGS = ["en", "fi", "sv"]
+# The reference vector of the metric tests (labels and posteriors), as utterances u0..u7.
+LABELS = [0, 1, 1, 1, 0, 2, 1, 2]
+POSTERIORS = [[.1, .2, .9], [.9, .2, 0], [.1, .9, 0], [.2, .8, .5], [.6, .3, .1],
+              [.1, 0, .7], [.1, 0, .7], [.9, .1, 0]]
+DURATIONS = {"u0": 2.0, "u1": 2.0, "u2": 2.0, "u3": 2.0, "u4": 5.0, "u5": 5.0, "u6": 5.0,
+             "u7": 12.0, "u8": 2.5, "u9": 4.0}
+
+
+@pytest.fixture
+def scored_set(tmp_path, tone_wav):
+    """u0..u7: the reference vector; u8 (fi) never scored; u9 speaks 'xx', unknown to the
+    model; 'zz' is scored but not in the data dir."""
+    utt2lang = {f"u{i}": LANGS[k] for i, k in enumerate(LABELS)}
+    utt2lang.update(u8="fi", u9="xx")
+    wav_scp = {}
+    for utt, dur in DURATIONS.items():
+        wav_scp[utt] = str(tone_wav(tmp_path / "wav" / f"{utt}.wav", dur,
+                                    freq=200 + 40 * int(utt[1:])))
+    data = tmp_path / "data" / "test"
+    DataDir(data, wav_scp=wav_scp, utt2lang=utt2lang, utt2spk={u: u for u in utt2lang},
+            utt2dur=DURATIONS).write()
+    post = np.array(POSTERIORS + [[.5, .3, .2], [.3, .3, .4]])
+    with np.errstate(divide="ignore"):
+        logpost = np.log(post)
+    utts = [f"u{i}" for i in range(8)] + ["u9", "zz"]
+    scores_dir = tmp_path / "exp" / "test"
+    scoring.write_scores(scores_dir / "scores.tsv", utts, LANGS, logpost)
+    scoring.write_scores(scores_dir / "llr.tsv", utts, LANGS, scoring.llr_from_logpost(logpost))
+    with open(scores_dir / "attention.jsonl", "w") as f:
+        for i in (2, 5, 7):
+            dur = DURATIONS[f"u{i}"]
+            k = int(dur)  # 1 s segments
+            segs = [{"start": float(j), "end": float(min(j + 1.1, dur)), "weight": 1 / k}
+                    for j in range(k)]
+            rec = {"utt": f"u{i}", "pred": LANGS[int(np.argmax(post[i]))],
+                   "posteriors": dict(zip(LANGS, (post[i] / post[i].sum()).round(4).tolist(),
+                                          strict=True)),
+                   "segments": segs}
+            f.write(json.dumps(rec) + "\n")
+        f.write("not json\n")
+    return scores_dir, data
+
+
+def test_evaluate_writes_results_report_and_plots(scored_set):
+    scores_dir, data = scored_set
+    res = report.evaluate(scores_dir, data)
+    saved = json.loads((scores_dir / "results.json").read_text())
+    for key in ("accuracy", "Cavg", "minCavg", "nist", "EER", "Cllr", "Cllr_mc", "per_language",
+                "confusion", "duration_buckets", "missing", "open_set", "plots"):
+        assert key in saved, key
+    assert saved["missing"] == ["u8"]
+    assert saved["out_of_set_langs"] == ["xx"]
+    assert saved["num_unlabelled_scores"] == 1
+    # 9 in-set utterances: the 4 right answers of the reference vector; u8 is an error.
+    assert saved["accuracy"] == pytest.approx(4 / 9)
+    # Cavg by hand: Pmiss = (1/2, 3/5, 1/2); Pfa(en, fi) = 1/5, Pfa(en, sv) = 1/2,
+    # Pfa(sv, en) = 1/2, Pfa(sv, fi) = 1/5, fi accepts nothing else:
+    # 1/3 [0.5 (0.5 + 0.6 + 0.5) + 0.25 (0.7 + 0 + 0.7)] = 1.15 / 3
+    assert saved["Cavg"] == pytest.approx(1.15 / 3)
+    assert saved["per_language"]["fi"]["support"] == 5
+    assert saved["per_language"]["fi"]["recall"] == pytest.approx(2 / 5)
+    assert saved["confusion"]["matrix"][1] == [1, 2, 1, 1]  # fi row, last column: unscored
+    assert saved["Cllr_mc"] is None  # u6's true language has posterior 0: infinite -> null
+    assert res["Cllr_mc"] == np.inf
+    assert set(saved["nist"]) == {"Cavg@0.5", "Cavg@0.1", "C_primary"}
+    # the out-of-set utterance is always given a language without a threshold
+    assert saved["open_set"]["oos_false_accept"] == 1.0
+    buckets = saved["duration_buckets"]
+    assert list(buckets) == ["<3s", "3-10s", ">10s"]
+    assert buckets["<3s"]["num_utts"] == 5 and buckets["<3s"]["accuracy"] == pytest.approx(0.4)
+    assert buckets[">10s"]["accuracy"] == 0.0
+    # plots exist and report.md links each of them (and nothing that is not there)
+    md = (scores_dir / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert {"confusion.png", "det.png"} <= set(links)
+    assert len([x for x in links if x.startswith("attention_")]) == 3
+    for link in links:
+        assert (scores_dir / link).stat().st_size > 5000, link
+    chosen = [a["utt"] for a in saved["plots"]["attention"]]
+    assert chosen == ["u2", "u7", "u5"]  # most confident right, most confident wrong, longest
+    assert "`u8`" in md and "| accuracy (%) | 44.44 |" in md
+    assert "## Per language" in md and "| fi | 5 |" in md
+
+
+def test_cli_evaluate_open_set_prints_table(scored_set, capsys):
+    scores_dir, data = scored_set
+    (scores_dir / "llr.tsv").unlink()  # derived from the scores when absent
+    rc = main(["evaluate", "--scores-dir", str(scores_dir), "--data", str(data),
+               "--unknown-threshold", "0.7", "--no-plots"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| metric | all | <3s | 3-10s | >10s |" in out
+    assert f"report: {scores_dir / 'report.md'}" in out
+    saved = json.loads((scores_dir / "results.json").read_text())
+    assert saved["llr"] == "derived from scores.tsv"
+    o = saved["open_set"]
+    # top posteriors (renormalised): u0 .75 u1 .82 u2 .9 u3 .53 u4 .6 u5 .875 u6 .875 u7 .9,
+    # u9 .5 -> unknown for u3, u4, u9; right: u2, u5 and u9 (out-of-set, unknown) = 3 of 10
+    assert o["unknown_threshold"] == 0.7
+    assert o["accuracy"] == pytest.approx(0.3)
+    assert o["oos_false_accept"] == 0.0
+    assert o["inset_unknown_rate"] == pytest.approx(2 / 9)
+    assert "| open-set accuracy (%) | 30.00 |" in out
+    md = (scores_dir / "report.md").read_text()
+    assert "![" not in md  # no plots written, none linked
+    rc = main(["evaluate", "--scores-dir", str(scores_dir), "--data", str(data),
+               "--unknown-threshold", "1.5"])
+    assert rc == 1

@@ -1,0 +1,208 @@
+"""The embedded espeak-ng corpus: real text, speaker-disjoint splits, durations, determinism."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lre.data.audio import load_utterance
+from lre.data.corpora import synth
+from lre.data.corpora.text import clean_phrase, load_phrases, parse_po
+from lre.data.datadir import DataDir, read_kv, validate
+from lre.utils import LreError
+
+LANGS = ["en", "fi", "ru"]
+COUNTS = {"train_per_lang": 2, "dev_per_lang": 2, "test_per_lang": 2}
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                reason="espeak-ng is not installed (tools/setup.sh)")
+
+
+def _make(out: Path, nj: int, seed: int = 7):
+    return synth.prepare_synth(out, langs=LANGS, seed=seed, nj=nj, progress=False, **COUNTS)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "data"
+    report = _make(out, nj=2)
+    assert [s.name for s in report.sets] == ["train", "dev", "test"]
+    assert report.skipped == []
+    return out
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*.wav"))}
+
+
+def test_sets_validate_and_hold_every_language(corpus):
+    for split in synth.SPLITS:
+        d = corpus / split
+        assert validate(d) == [], f"{d} does not validate"
+        dd = DataDir.load(d)
+        assert len(dd) == len(LANGS) * 2
+        assert sorted(set(dd.utt2lang.values())) == sorted(LANGS)
+        for utt, lang in dd.utt2lang.items():
+            assert utt.startswith(f"{lang}-")
+            assert utt.startswith(dd.utt2spk[utt] + "-")  # Kaldi: utt id = speaker id + suffix
+            path = Path(dd.wav_scp[utt])
+            assert path.is_absolute()
+            assert path.parent == corpus / "wavs" / split / lang
+
+
+def test_audio_format_and_durations(corpus):
+    for split in synth.SPLITS:
+        dd = DataDir.load(corpus / split)
+        for utt, spec in dd.wav_scp.items():
+            info = sf.info(spec)
+            assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+            seconds = info.frames / 16000
+            assert 2.0 <= seconds <= 12.0, (utt, seconds)
+            assert dd.utt2dur[utt] == pytest.approx(seconds, abs=1e-4)
+            audio, _ = sf.read(spec, dtype="float32")
+            # speech, not silence: the loudest 10 % of 25 ms frames are well above the noise
+            frames = audio[: len(audio) // 400 * 400].reshape(-1, 400)
+            rms = np.sqrt((frames**2).mean(axis=1))
+            assert np.quantile(rms, 0.9) > 0.01
+        # the toolkit's loader reads them back sample for sample
+        utt = dd.utts[0]
+        pcm, _ = sf.read(dd.wav_scp[utt], dtype="int16")
+        np.testing.assert_array_equal(load_utterance(dd, utt), pcm.astype(np.float32) / 32768)
+
+
+def test_splits_share_no_voice_variant(corpus):
+    variants = {}
+    for split in synth.SPLITS:
+        spks = set(read_kv(corpus / split / "utt2spk").values())
+        # speaker id: <lang>-<variant>-p<pitch>-s<rate>
+        variants[split] = {s.split("-")[1] for s in spks}
+        assert all(len(s.split("-")) == 4 for s in spks)
+    assert not variants["train"] & variants["dev"]
+    assert not variants["train"] & variants["test"]
+    assert not variants["dev"] & variants["test"]
+
+
+def _decompose(text: str, pool: list[str]) -> list[str] | None:
+    """Split ``text`` into phrases of ``pool`` as join_phrases() joined them, or None."""
+    by_length = sorted(pool, key=len, reverse=True)
+
+    def rest(t: str) -> list[str] | None:
+        if not t:
+            return []
+        for p in by_length:
+            for spoken in (p, p + "."):
+                if t == spoken or t.startswith(spoken + " "):
+                    tail = rest(t[len(spoken):].lstrip())
+                    if tail is not None:
+                        return [p, *tail]
+        return None
+
+    return rest(text)
+
+
+def test_text_is_real_text_of_that_language(corpus):
+    pools = {lang: load_phrases(synth.LANGUAGES[lang][0], english=lang == "en")
+             for lang in LANGS}
+    seen_phrases: dict[str, set[str]] = {}
+    for split in synth.SPLITS:
+        text = read_kv(corpus / split / "text")
+        utt2lang = read_kv(corpus / split / "utt2lang")
+        assert set(text) == set(utt2lang)
+        for utt, sentence in text.items():
+            lang = utt2lang[utt]
+            phrases = _decompose(sentence, pools[lang])
+            assert phrases, f"{utt}: text is not made of {lang} catalog phrases: {sentence!r}"
+            others = [x for x in LANGS if x != lang]
+            assert all(_decompose(sentence, pools[o]) is None for o in others)
+            seen_phrases.setdefault(split, set()).update(phrases)
+            # the WAV's sidecar holds the same text
+            wav = Path(read_kv(corpus / split / "wav.scp")[utt])
+            assert wav.with_suffix(".txt").read_text(encoding="utf-8").strip() == sentence
+    # the phrase pools of the splits are disjoint too
+    assert not seen_phrases["train"] & seen_phrases["test"]
+    assert not seen_phrases["dev"] & seen_phrases["test"]
+
+
+def test_same_seed_same_bytes_any_nj_and_rerun_reuses(corpus, tmp_path):
+    again = tmp_path / "again"
+    _make(again, nj=1)  # other dir, other job count
+    first, second = _digests(corpus / "wavs"), _digests(again / "wavs")
+    assert first and first == second
+    for split in synth.SPLITS:
+        for name in ("utt2spk", "utt2lang", "utt2dur", "text"):
+            assert (corpus / split / name).read_text() == (again / split / name).read_text()
+    # a re-run keeps the WAVs already made (same files, untouched)
+    mtimes = {p: p.stat().st_mtime_ns for p in again.rglob("*.wav")}
+    _make(again, nj=2)
+    assert {p: p.stat().st_mtime_ns for p in again.rglob("*.wav")} == mtimes
+    # another seed into the same folder is refused (its ids and audio would be mixed in)
+    with pytest.raises(LreError, match="other settings"):
+        _make(again, nj=1, seed=8)
+
+
+def test_other_seed_other_corpus(corpus, tmp_path):
+    other = tmp_path / "other"
+    synth.prepare_synth(other, langs=["fi"], seed=8, nj=1, progress=False, train_per_lang=1,
+                        dev_per_lang=0, test_per_lang=0)
+    utt = next(iter(read_kv(other / "train" / "text")))
+    assert utt not in read_kv(corpus / "train" / "text")
+
+
+def test_missing_espeak_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
+    with pytest.raises(LreError, match=r"espeak-ng is not installed.*tools/setup\.sh"):
+        synth.prepare_synth(tmp_path / "x", langs=["en"], progress=False)
+
+
+def test_unknown_language_is_refused(tmp_path):
+    with pytest.raises(LreError, match="unknown language.*xx"):
+        synth.prepare_synth(tmp_path / "x", langs=["en", "xx"], progress=False)
+
+
+def test_cut_at_pause_cuts_in_the_silence():
+    sr = 16000
+    tone = (0.3 * np.sin(2 * np.pi * 200 * np.arange(sr) / sr)).astype(np.float32)
+    gap = np.zeros(int(0.3 * sr), dtype=np.float32)
+    # 1 s tone, 0.3 s gap (1.0-1.3 s), 1 s tone, 0.3 s gap (2.3-2.6 s), 1 s tone = 3.6 s
+    audio = np.concatenate([tone, gap, tone, gap, tone])
+    out = synth.cut_at_pause(audio, sr, min_dur=0.5, max_dur=3.0)
+    assert 2.3 * sr <= len(out) <= 2.6 * sr  # the last pause before 3 s
+    assert np.abs(out[-160:]).max() < 1e-6  # cut in silence
+    out = synth.cut_at_pause(audio, sr, min_dur=0.5, max_dur=2.0)
+    assert 1.0 * sr <= len(out) <= 1.3 * sr
+
+
+def test_po_parser_and_phrase_filter(tmp_path):
+    po = tmp_path / "django.po"
+    po.write_text(
+        'msgid ""\nmsgstr ""\n"Language: fi\\n"\n\n'
+        '#, fuzzy\nmsgid "Fuzzy entry here"\nmsgstr "Epävarma käännös tässä"\n\n'
+        'msgctxt "abbrev. month"\nmsgid "Jan."\nmsgstr "tammi"\n\n'
+        'msgid "Enter a valid "\n"value."\nmsgstr ""\n"Syötä oikea "\n"arvo."\n\n'
+        '#, python-format\nmsgid "%(count)s item"\nmsgid_plural "%(count)s items"\n'
+        'msgstr[0] "%(count)s kohde"\nmsgstr[1] "%(count)s kohdetta"\n\n'
+        '#~ msgid "Old entry text"\n#~ msgstr "Vanha merkintä"\n',
+        encoding="utf-8",
+    )
+    entries = parse_po(po)
+    assert [e.msgid for e in entries] == ["", "Fuzzy entry here", "Jan.", "Enter a valid value.",
+                                          "%(count)s item", ""]
+    assert entries[1].fuzzy and not entries[3].fuzzy
+    assert entries[2].msgctxt == "abbrev. month"
+    assert entries[3].msgstr == ["Syötä oikea arvo."]
+    assert entries[4].msgid_plural == "%(count)s items" and len(entries[4].msgstr) == 2
+    assert entries[5].obsolete
+    assert clean_phrase("Syötä oikea arvo.") == "Syötä oikea arvo."
+    assert clean_phrase("Valitse %s poistettavaksi") is None
+    assert clean_phrase("Katso <a href='x'>ohje</a>") is None
+    assert clean_phrase("Anna {name} tähän") is None
+    assert clean_phrase("tammi") is None  # too short
+    assert clean_phrase("Suodatin:") is None
+    assert clean_phrase("Lisää uusi merkintä:") == "Lisää uusi merkintä"
+    assert clean_phrase("Связь \"один к одному\"") == "Связь один к одному"

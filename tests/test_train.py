@@ -1,0 +1,187 @@
+"""Training stage: overfitting real features, exact resume, DDP on gloo, config errors."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from test_dataset import REPO, make_corpus
+
+from lre.train import evaluate, parse_overrides, resolve_config, train
+from lre.utils import LreError
+
+# A small HGRU (same geometry as the default) that trains in seconds on 2 cores.
+TINY = ["model.hidden1=24", "model.hidden2=24", "model.hidden3=24", "model.attention=16",
+        "model.dense=32"]
+FAST = [*TINY, "data.batch_size=4", "data.crop_min_seconds=1", "data.crop_max_seconds=2",
+        "train.progress=false"]
+
+
+@pytest.fixture
+def corpus(espeak_wav, tmp_path_factory, tmp_path):
+    return make_corpus(espeak_wav, tmp_path_factory.getbasetemp(), tmp_path / "data")
+
+
+def test_tiny_model_overfits_tiny_real_corpus(corpus, tmp_path):
+    from lre.dataset import make_eval_loader
+    from lre.models import load_model
+
+    exp = tmp_path / "exp"
+    result = train(corpus, exp, dev_dir=corpus, model="hgru",
+                   overrides=[*FAST, "train.epochs=25", "optim.lr=0.01",
+                              "schedule.warmup_epochs=0.5", "train.patience=6"])
+    assert result.finished
+    best = max(h["dev_acc"] for h in result.history)
+    assert best == 1.0, [round(h["dev_acc"], 3) for h in result.history]
+
+    # final.pt holds the best weights and, re-loaded, classifies every training utterance.
+    model, meta = load_model(exp / "final.pt")
+    assert meta["langs"] == ["de", "en", "es"] and meta["model_name"] == "hgru"
+    stats = evaluate(model, make_eval_loader(corpus, {"de": 0, "en": 1, "es": 2}))
+    assert stats.count == 12 and stats.correct == 12
+
+    # The experiment dir.
+    cfg = yaml.safe_load((exp / "config.yaml").read_text())
+    assert cfg == resolve_config("hgru", None, [*FAST, "train.epochs=25", "optim.lr=0.01",
+                                                "schedule.warmup_epochs=0.5",
+                                                "train.patience=6"])
+    assert cfg["model"]["hidden1"] == 24 and cfg["optim"]["lr"] == 0.01
+    assert (exp / "lang2id").read_text() == "de 0\nen 1\nes 2\n"
+    assert (exp / "feats_config.json").read_text() == (corpus / "feats_config.json").read_text()
+    with open(exp / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [h["epoch"] for h in result.history]
+    assert float(rows[-1]["frames_per_s"]) > 0 and float(rows[0]["lr"]) > 0
+    assert (exp / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    log = (exp / "log" / "train.log").read_text()
+    assert "epoch 1/25: train loss" in log and "done:" in log
+    kept = sorted(p.name for p in (exp / "checkpoints").iterdir())
+    last = result.history[-1]["epoch"]
+    assert kept == [f"epoch-{e:04d}.pt" for e in range(last - 2, last + 1)]
+
+
+def test_resume_gives_the_same_weights(corpus, tmp_path):
+    settings = [*FAST, "train.epochs=2", "optim.lr=0.005"]
+    train(corpus, tmp_path / "a", dev_dir=corpus, overrides=settings)
+    first = train(corpus, tmp_path / "b", dev_dir=corpus, overrides=settings,
+                  stop_after_epochs=1)
+    assert not first.finished and not (tmp_path / "b" / "final.pt").exists()
+    # What a kill -9 can leave behind: a temp file of an unfinished write; and a damaged
+    # newer checkpoint is passed over too.
+    ckpts = tmp_path / "b" / "checkpoints"
+    (ckpts / ".epoch-0002.pt.x1y2.tmp").write_bytes(b"partial")
+    (ckpts / "epoch-0002.pt").write_bytes(b"not a checkpoint")
+    resumed = train(corpus, tmp_path / "b", dev_dir=corpus, overrides=settings, resume=True)
+    assert resumed.finished
+
+    a = torch.load(tmp_path / "a" / "checkpoints" / "epoch-0002.pt", weights_only=True)
+    b = torch.load(ckpts / "epoch-0002.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(),
+                      strict=True):
+        assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] > 0
+    assert a["history"][1]["train_loss"] == b["history"][1]["train_loss"]
+    with pytest.raises(LreError, match="holds checkpoints of an earlier run"):
+        train(corpus, tmp_path / "a", overrides=settings)
+
+
+def test_two_process_gloo_ddp(corpus, tmp_path):
+    from lre.models import load_model
+
+    exp = tmp_path / "exp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+           "--nproc_per_node=2", "-m", "lre.train", "--train", str(corpus), "--dev",
+           str(corpus), "--exp", str(exp), "--model", "hgru", "--set", *FAST,
+           "train.epochs=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model, meta = load_model(exp / "final.pt")
+    assert meta["langs"] == ["de", "en", "es"]
+    log = (exp / "log" / "train.log").read_text()
+    assert "2 process(es)" in log
+    # 12 utterances, 4 per batch and process: 3 batches split over 2 ranks -> 2 steps each.
+    assert "2 steps per epoch" in log
+    ckpt = torch.load(exp / "checkpoints" / "epoch-0001.pt", weights_only=True)
+    assert len(ckpt["rng"]) == 2 and ckpt["scheduler"]["last_epoch"] == 2
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, ckpt["model"][key])
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration and bad input
+
+
+def test_config_file_overrides_and_types(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  name: hgru\n  hidden1: 64\noptim:\n  lr: 1e-3\n  name: adamw\n"
+                    "train:\n  epochs: 7\n")
+    cfg = resolve_config(None, path, ["model.hidden1=32", "optim.lr=2e-3", "data.balance=lang"],
+                         seed=5)
+    assert cfg["model"]["name"] == "hgru" and cfg["model"]["hidden1"] == 32
+    assert cfg["optim"] == {**cfg["optim"], "lr": 0.002, "name": "adamw"}
+    assert cfg["train"]["epochs"] == 7 and cfg["train"]["seed"] == 5
+    assert cfg["data"]["balance"] == "lang"
+    assert parse_overrides(["a.b.c=1", "a.d=x y"]) == {"a": {"b": {"c": 1}, "d": "x y"}}
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("optim.lrr=1", r"--set: unknown key 'optim.lrr' \(did you mean 'optim.lr'\?\)"),
+    ("model.hiden1=3", r"--set: unknown key 'model.hiden1' \(did you mean 'model.hidden1'\?\)"),
+    ("train.epochs=many", r"--set: train.epochs: expected int, got 'many'"),
+    ("optim.name=sgd", r"optim.name: 'sgd' is not one of adam, adamw"),
+    ("data.crop_min_seconds=5", r"crop_min_seconds \(5.0\) must be > 0 and <= crop_max"),
+    ("optim.lr=0", r"optim.lr: must be > 0"),
+    ("oops", r"--set oops: expected section.key=value"),
+])
+def test_bad_settings_are_named(setting, message):
+    with pytest.raises(LreError, match=message):
+        resolve_config("hgru", None, [setting])
+
+
+def test_bad_yaml_file_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("optim:\n  lr: [1\n")
+    with pytest.raises(LreError, match=r"bad.yaml:\d+: not valid YAML"):
+        resolve_config("hgru", path)
+
+
+def test_impossible_geometry_is_a_clear_error(corpus, tmp_path):
+    with pytest.raises(LreError) as err:
+        train(corpus, tmp_path / "exp", overrides=[*FAST, "model.window=5",
+                                                   "model.window_shift=10"])
+    message = str(err.value)
+    assert "window_shift (10) must not exceed window (5)" in message and "\n" not in message
+
+
+def test_dev_language_not_in_train(corpus, tmp_path):
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name in ("feats.scp", "vad.scp", "feats_config.json"):
+        (dev / name).write_text((corpus / name).read_text())
+    lines = (corpus / "utt2lang").read_text().splitlines()
+    (dev / "utt2lang").write_text("".join(
+        line.replace(" es", " fi") + "\n" if line.endswith(" es") else line + "\n"
+        for line in lines))
+    with pytest.raises(LreError, match=r"dev/utt2lang: language\(s\) not in the training data: "
+                                       r"fi \(4 utterances\)"):
+        train(corpus, tmp_path / "exp", dev_dir=dev, overrides=FAST)
+
+
+def test_cli_reports_one_line_without_traceback(corpus, tmp_path, capsys):
+    from lre.cli import main
+
+    rc = main(["train", "--train", str(corpus), "--exp", str(tmp_path / "exp"),
+               "--set", "train.epoch=3"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert ("lre train: error: --set: unknown key 'train.epoch' (did you mean 'train.epochs'?)"
+            in err)
