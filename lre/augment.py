@@ -216,9 +216,12 @@ def telephone(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     for _ in range(2):
         x = AF.highpass_biquad(x, sample_rate, 300.0)
         x = AF.lowpass_biquad(x, sample_rate, 3400.0)
-    x8 = AF.resample(x, sample_rate, 8000) if sample_rate != 8000 else x
+    # A sharp resampler (torchaudio's "kaiser_best"): 8 kHz leaves nothing above 4 kHz.
+    sharp = {"lowpass_filter_width": 64, "rolloff": 0.9475, "resampling_method":
+             "sinc_interp_kaiser", "beta": 14.769656459379492}
+    x8 = AF.resample(x, sample_rate, 8000, **sharp) if sample_rate != 8000 else x
     x8 = AF.mu_law_decoding(AF.mu_law_encoding(x8.clamp(-1.0, 1.0), 256), 256)
-    y = AF.resample(x8, 8000, sample_rate) if sample_rate != 8000 else x8
+    y = AF.resample(x8, 8000, sample_rate, **sharp) if sample_rate != 8000 else x8
     y = y.numpy().astype(np.float32)
     if peak > 0:
         y *= peak / 0.9
@@ -227,10 +230,13 @@ def telephone(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     return y[: len(wave)]
 
 
-def _limit(x: np.ndarray) -> np.ndarray:
-    """Scale down (never clip) audio that would exceed 16-bit full scale."""
+def _limit(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Scale down (never clip) audio that would exceed 16-bit full scale; returns the gain."""
     peak = float(np.max(np.abs(x))) if len(x) else 0.0
-    return x * (0.99 / peak) if peak > 0.99 else x
+    if peak <= 0.99:
+        return x, 1.0
+    gain = 0.99 / peak
+    return x * gain, gain
 
 
 # ----------------------------------------------------------------------------------------
@@ -433,7 +439,9 @@ def augment_data_dir(
                 report.reused += 1
             else:
                 audio, desc = perturb(kind, utt, wave, opts, sources)
-                audio = _limit(audio)
+                audio, gain = _limit(audio)
+                if gain != 1.0:
+                    desc += f" gain={gain:.4f}"
                 with atomic_open(path, "wb") as f:
                     sf.write(f, audio, opts.sample_rate, format="WAV", subtype="PCM_16")
                 num_samples = len(audio)

@@ -342,7 +342,7 @@ class _UtteranceStore:
         # Caching reads every matrix once (and gives exact lengths); uncached lengths come
         # from vad.scp.
         n_frames = self._num_frames(keep_utts)
-        nbytes = sum(n_frames) * self._dim_guess() * 4
+        nbytes = sum(n_frames) * self.reader.feat_dim * 4
         self.cached = cache == "memory" or (cache == "auto" and nbytes <= cache_max_gb * 2**30)
         self.feats: list[np.ndarray] | None = [] if self.cached else None
         self.index: list[np.ndarray] | None = [] if self.cached else None
@@ -370,9 +370,6 @@ class _UtteranceStore:
                            data_dir, len(self.skipped), _describe(list(self.skipped)))
         logger.info("%s: %d utterances, %d frames after VAD%s", data_dir, len(self.utts),
                     sum(self.lengths), ", cached in memory" if self.cached else "")
-
-    def _dim_guess(self) -> int:
-        return int(getattr(self.reader.feature_config, "feat_dim", 0) or 80)
 
     def _num_frames(self, utts: Sequence[str]) -> list[int]:
         from lre.data.datadir import read_int_map

@@ -774,7 +774,8 @@ def run_job(
     try:
         with open(feats_tmp, "wb") as fark, open(vad_tmp, "wb") as vark:
             for n, (utt, wave) in enumerate(
-                iter_audio(dd, sample_rate=config.sample_rate), 1
+                # Any length is read; shorter than one frame is rejected below, by name.
+                iter_audio(dd, sample_rate=config.sample_rate, min_seconds=0.0), 1
             ):
                 if isinstance(wave, AudioError):
                     # iter_audio has logged the one-line reason already.
@@ -799,13 +800,13 @@ def run_job(
                 num_frames[utt] = len(feats)
                 if n % 500 == 0:
                     logger.info("job %d: %d of %d utterances", index, n, len(utts))
-            for f in (fark, vark):
-                f.flush()
-                os.fsync(f.fileno())
+            fark.flush()
+            vark.flush()
+            _concurrently([lambda: os.fsync(fark.fileno()), lambda: os.fsync(vark.fileno())])
         os.replace(feats_tmp, paths.feats_ark)
         os.replace(vad_tmp, paths.vad_ark)
-        atomic_write_text(paths.feats_scp, "".join(feats_lines))
-        atomic_write_text(paths.vad_scp, "".join(vad_lines))
+        _concurrently([lambda: atomic_write_text(paths.feats_scp, "".join(feats_lines)),
+                       lambda: atomic_write_text(paths.vad_scp, "".join(vad_lines))])
         manifest = {
             "config": config.digest(),
             "utts": _utts_digest(utts),
@@ -922,7 +923,9 @@ def compute_features(
     nj = max(1, min(int(nj), len(utts)))
     parts = split(data_dir, nj)
     config_json = feat_dir / f"raw_{config.kind}_{name}.config.json"
-    atomic_write_text(config_json, json.dumps(config.to_dict(), indent=2) + "\n")
+    config_text = json.dumps(config.to_dict(), indent=2) + "\n"
+    if not config_json.is_file() or config_json.read_text(encoding="utf-8") != config_text:
+        atomic_write_text(config_json, config_text)
 
     report = FeatureReport(data_dir=data_dir, num_utts=len(utts), num_done=0)
     manifests: dict[int, dict] = {}
@@ -983,16 +986,15 @@ def compute_features(
     if set(feats) != set(frames) or set(vads) != set(frames):
         raise LreError(f"{feat_dir}: job outputs of {name} disagree (scp vs manifest); "
                        f"re-run with --force")
-    write_kv(data_dir / "feats.scp", feats)
-    write_kv(data_dir / "vad.scp", vads)
-    write_kv(data_dir / "utt2num_frames", frames)
     failed_path = data_dir / "feats_failed"
-    if report.failed:
-        write_kv(failed_path, report.failed)
-    else:
-        failed_path.unlink(missing_ok=True)
-    atomic_write_text(data_dir / "feats_config.json",
-                      json.dumps(config.to_dict(), indent=2) + "\n")
+    failed_path.unlink(missing_ok=True)
+    _concurrently([
+        lambda: write_kv(data_dir / "feats.scp", feats),
+        lambda: write_kv(data_dir / "vad.scp", vads),
+        lambda: write_kv(data_dir / "utt2num_frames", frames),
+        lambda: write_kv(failed_path, report.failed) if report.failed else None,
+        lambda: atomic_write_text(data_dir / "feats_config.json", config_text),
+    ])
     _remove_stale_jobs(feat_dir, config.kind, name, nj)
     report.num_done = len(feats)
     report.wall_seconds = time.time() - t0
@@ -1018,6 +1020,15 @@ def _remove_stale_jobs(feat_dir: Path, kind: str, name: str, nj: int) -> None:
             index, _, ext = rest.partition(".")
             if index.isdigit() and int(index) > nj and ext in ("ark", "scp", "done.json"):
                 path.unlink(missing_ok=True)
+
+
+def _concurrently(tasks: Sequence[Any]) -> None:
+    """Run small I/O tasks side by side: each atomic write waits on its own fsync."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
+        for future in [pool.submit(task) for task in tasks]:
+            future.result()
 
 
 def _read_scp(path: Path) -> dict[str, str]:

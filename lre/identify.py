@@ -7,7 +7,8 @@
 
 Any sample rate, channel count and length: audio is mixed to mono and resampled to the
 model's rate. Files longer than ``chunk_seconds`` (default 60 s) are read block by block
-with soundfile and never held whole in memory: each chunk gets its own features (cut
+with soundfile and never held whole in memory (``cmd |`` pipes and archive entries are
+decoded whole first, then processed the same way): each chunk gets its own features (cut
 on whole frames, so a chunk's frame ``i`` is frame ``first + i`` of the file), VAD and
 CMVN, and its own model call. Chunk results are combined by
 :func:`lre.score.combine_chunks`: the file's logits are the average of the chunk logits
@@ -143,7 +144,7 @@ class AudioStream:
         """Output samples ``[start, end)`` at ``sample_rate``, ``(end - start,)`` float32."""
         end = min(end, self.num_samples)
         if self._p == self._q:
-            return self._input(start, end).copy()
+            return self._input(start, end)  # a view; the buffer is replaced, never written
         k0 = max(0, start // self._q - self._pad_periods)
         k1 = math.ceil(end / self._q) + self._pad_periods
         lo, hi = k0 * self._p, min(k1 * self._p, self.frames_in)
@@ -331,15 +332,15 @@ class Identifier:
         """Any input -> a stream of mono samples at the model's rate."""
         if isinstance(audio, (str, os.PathLike)):
             spec = os.fspath(audio)
-            if chunked and not spec.rstrip().endswith("|"):
-                if not os.path.exists(spec):
-                    raise LreError(f"{spec}: no such file")
+            if chunked and os.path.isfile(spec):
                 try:
                     return AudioStream(spec, self.sample_rate)
                 except NotStreamable as e:
                     # Not readable block-wise by soundfile: let load_audio try (and give
                     # its own precise message when it cannot either).
                     logger.debug("%s; trying load_audio", e)
+            # Pipes (``cmd |``), archive entries (``foo.ark:12``) and formats only
+            # load_audio decodes are read whole; the model still sees bounded chunks.
             from lre.data.audio import load_audio
 
             x = load_audio(spec, sample_rate=self.sample_rate, name=spec)
@@ -395,7 +396,7 @@ class Identifier:
             if self.chunk_seconds is None:
                 bounds = [(0, total)]
             else:
-                bounds = chunk_bounds(total, max(1, int(self.chunk_seconds / cfg.frame_shift)))
+                bounds = chunk_bounds(total, max(1, round(self.chunk_seconds / cfg.frame_shift)))
             parts: list[ChunkResult] = []
             for f0, f1 in bounds:
                 wave = stream.read(*self.chunk_samples(f0, f1, total, stream.num_samples))
@@ -546,8 +547,10 @@ def attention_bar(segments: Sequence[dict], width: int = 60) -> tuple[str, float
         bins = np.minimum((starts / span * width).astype(int), width - 1)
         w = np.bincount(bins, weights=w, minlength=width)
         step = span / width
+    elif len(segments) > 1:  # one character per segment: the mean spacing of their starts
+        step = (segments[-1]["start"] - segments[0]["start"]) / (len(segments) - 1)
     else:
-        step = float(np.mean([s["end"] - s["start"] for s in segments]))
+        step = segments[0]["end"] - segments[0]["start"]
     top = w.max() if w.max() > 0 else 1.0
     levels = np.ceil(w / top * (len(_BARS) - 1)).astype(int)
     return "".join(_BARS[i] for i in levels), step

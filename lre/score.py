@@ -31,7 +31,7 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -227,7 +227,6 @@ class UtteranceResult:
     segment_log_posteriors: np.ndarray | None = None
     num_frames: int = 0
     chunks: int = 1
-    extra: dict = field(default_factory=dict)
 
 
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

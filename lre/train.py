@@ -54,7 +54,8 @@ from lre.dataset import (
 )
 from lre.utils import LreError, atomic_open, atomic_write_text, seed_everything, setup_logging
 
-logger = logging.getLogger(__name__)
+# Not __name__: under `python -m lre.train` that is "__main__", outside the "lre" loggers.
+logger = logging.getLogger("lre.train")
 
 CHECKPOINT_FORMAT = "lre-checkpoint-1"
 _CHECKPOINT_NAME = re.compile(r"^epoch-(\d+)\.pt$")
@@ -77,6 +78,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "decay": "cosine",  # cosine | exponential | none
         "min_lr_ratio": 0.01,  # floor of the decay, as a fraction of lr
         "gamma": 0.9,  # exponential decay per epoch
+    },
+    "augment": {  # on-the-fly, per training crop (SpecAugment; VTLP-like warping)
+        "freq_warp": 0.0,  # scale the mel axis by a random factor in [1 - w, 1 + w]
+        "freq_masks": 0,  # bands of feature dims set to 0 (the mean after CMVN)
+        "freq_mask_width": 8,  # widest band, in dims
+        "time_masks": 0,  # spans of frames set to 0
+        "time_mask_width": 20,  # longest span, in frames
     },
     "train": {
         "epochs": 30,
@@ -263,6 +271,14 @@ def check_config(cfg: dict[str, Any]) -> None:
         (t["keep_checkpoints"] >= 1, "train.keep_checkpoints", "must be >= 1"),
         (t["threads"] >= 0, "train.threads", "must be >= 0"),
     ]
+    a = cfg["augment"]
+    checks += [
+        (0 <= a["freq_warp"] < 0.5, "augment.freq_warp", "must be in [0, 0.5)"),
+        (a["freq_masks"] >= 0 and a["time_masks"] >= 0, "augment.freq_masks/time_masks",
+         "must be >= 0"),
+        (a["freq_mask_width"] >= 1 and a["time_mask_width"] >= 1,
+         "augment.freq_mask_width/time_mask_width", "must be >= 1"),
+    ]
     for ok, key, message in checks:
         if not ok:
             section, _, name = key.partition(".")
@@ -447,6 +463,52 @@ class EpochStats:
         return self.correct / max(self.count, 1)
 
 
+def _random_bands(count: int, widest: int, extent: torch.Tensor, size: int,
+                  device: torch.device) -> torch.Tensor:
+    """``(batch, size)`` bool: ``count`` random bands per row, each up to ``widest`` long and
+    inside ``[0, extent[row])``."""
+    batch = extent.shape[0]
+    width = (torch.rand(batch, count, device=device) * (widest + 1)).long()
+    room = (extent[:, None] - width).clamp(min=0) + 1
+    start = (torch.rand(batch, count, device=device) * room).long()
+    pos = torch.arange(size, device=device)[None, None, :]
+    return ((pos >= start[..., None]) & (pos < (start + width)[..., None])).any(dim=1)
+
+
+def augment_features(feats: torch.Tensor, lengths: torch.Tensor, a: dict) -> torch.Tensor:
+    """Random frequency warping and SpecAugment masks for a training batch.
+
+    ``feats (batch, frames, feat_dim)``, ``lengths (batch,)``; returns a new tensor. Warping
+    reads each row's feature dim ``d`` from ``d * alpha`` (linear interpolation, ``alpha``
+    uniform in ``[1 - freq_warp, 1 + freq_warp]``), a cheap stand-in for vocal tract length
+    perturbation on mel-spaced features. Masks set bands of dims / spans of frames to 0, the
+    mean after CMVN. Draws from torch's RNG, so a seed (and a resumed run) repeats it.
+    """
+    batch, frames, dim = feats.shape
+    device = feats.device
+    out = feats
+    if a["freq_warp"] > 0:
+        alpha = 1 + (torch.rand(batch, device=device) * 2 - 1) * a["freq_warp"]
+        pos = (torch.arange(dim, device=device)[None, :] * alpha[:, None]).clamp(max=dim - 1)
+        lo = pos.floor().long()
+        hi = (lo + 1).clamp(max=dim - 1)
+        w = (pos - lo).to(feats.dtype)[:, None, :]
+        take = lambda idx: torch.gather(out, 2, idx[:, None, :].expand(batch, frames, dim))  # noqa: E731
+        out = take(lo) * (1 - w) + take(hi) * w
+    keep = torch.ones(batch, frames, dim, dtype=torch.bool, device=device)
+    if a["freq_masks"] > 0:
+        band = _random_bands(a["freq_masks"], a["freq_mask_width"],
+                             torch.full((batch,), dim, device=device), dim, device)
+        keep &= ~band[:, None, :]
+    if a["time_masks"] > 0:
+        span = _random_bands(a["time_masks"], a["time_mask_width"], lengths.to(device),
+                             frames, device)
+        keep &= ~span[:, :, None]
+    if a["freq_masks"] > 0 or a["time_masks"] > 0:
+        out = out * keep
+    return out
+
+
 def _autocast(device: torch.device, bf16: bool):
     if bf16 and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -484,6 +546,8 @@ def _train_epoch(
     stats = EpochStats()
     start = time.perf_counter()
     grad_clip = cfg["optim"]["grad_clip"]
+    a = cfg["augment"]
+    augment = a if a["freq_warp"] > 0 or a["freq_masks"] > 0 or a["time_masks"] > 0 else None
     bar = tqdm(total=len(loader), desc=desc, unit="batch", leave=False, dynamic_ncols=True,
                disable=not (cfg["train"]["progress"] and dist.main))
     with bar:
@@ -491,8 +555,10 @@ def _train_epoch(
             if not _check_batch_errors(batch, cfg["data"]["bad_feats"], dist):
                 continue
             batch.to(dist.device, non_blocking=True)
+            feats = augment_features(batch.feats, batch.lengths, augment) if augment else \
+                batch.feats
             with _autocast(dist.device, bf16):
-                out = model(batch.feats, batch.lengths)
+                out = model(feats, batch.lengths)
             loss = loss_fn(out.logits.float(), batch.labels)
             if not torch.isfinite(loss):
                 raise LreError(f"{desc}, step {step}: the loss is {loss.item()} "

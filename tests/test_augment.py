@@ -31,6 +31,8 @@ def src(tmp_path, espeak_wav, tone_wav):
         sf.write(path, 0.25 * audio / np.abs(audio).max(), SR, subtype="PCM_16")
         wav_scp[utt], utt2lang[utt], utt2spk[utt] = str(path), lang, f"s{i}"
     wav_scp["s3-tone"] = str(tone_wav(wavs / "tone.wav", 1.5, freq=440.0))
+    audio, _ = sf.read(wav_scp["s3-tone"], dtype="float32")
+    sf.write(wav_scp["s3-tone"], 0.25 * audio / np.abs(audio).max(), SR, subtype="PCM_16")
     utt2lang["s3-tone"], utt2spk["s3-tone"] = "xx", "s3"
     (wavs / "bad.wav").write_bytes(b"definitely not audio")
     wav_scp["s4-bad"], utt2lang["s4-bad"], utt2spk["s4-bad"] = str(wavs / "bad.wav"), "en", "s4"
@@ -109,7 +111,7 @@ def test_noise_snr_is_in_range(src, tmp_path, noise):
         measured = 10 * np.log10(np.mean(clean.astype(np.float64) ** 2)
                                  / np.mean((noisy - clean).astype(np.float64) ** 2))
         wanted = float(re.search(r"snr=([\d.]+)", aug[f"noise-{utt}"]).group(1))
-        assert f"type={noise}" in aug[f"noise-{utt}"]
+        assert f"type={noise}" in aug[f"noise-{utt}"] and "gain=" not in aug[f"noise-{utt}"]
         assert 5.0 - 0.05 <= measured <= 20.0 + 0.05
         assert abs(measured - wanted) < 0.05
         snrs.append(measured)
@@ -178,3 +180,32 @@ def test_cli_augment_and_errors(src, tmp_path):
     with pytest.raises(LreError, match="must differ"):
         augment_data_dir(src, src, AugmentOptions(telephone=True))
     assert load_audio(str(out / "wav" / "tel-s0-en.wav"), SR).dtype == np.float32
+
+
+def test_musan_noise_and_segmented_source(tmp_path, tone_wav):
+    from lre.data.datadir import Segment
+
+    # One recording holding two utterances (segments), noise from a MUSAN-like folder.
+    reco = tone_wav(tmp_path / "reco.wav", 2.0, freq=300.0, silence_before=0.5)
+    d = tmp_path / "seg"
+    DataDir(d, wav_scp={"r1": str(reco)}, utt2lang={"r1-a": "xx", "r1-b": "yy"},
+            utt2spk={"r1-a": "r1", "r1-b": "r1"},
+            segments={"r1-a": Segment("r1", 0.0, 1.2), "r1-b": Segment("r1", 1.2, 2.5)}).write()
+    musan = tmp_path / "musan"
+    rng = np.random.default_rng(0)
+    for kind in ("music", "noise"):
+        (musan / kind).mkdir(parents=True)
+        sf.write(musan / kind / f"{kind}-0001.wav", 0.1 * rng.standard_normal(3000), SR)
+    out = tmp_path / "seg_aug"
+    augment_data_dir(d, out, AugmentOptions(noises=("musan-music",), musan=str(musan),
+                                            telephone=True, seed=1))
+    assert validate(out) == []
+    dd = DataDir.load(out)
+    assert dd.segments["r1-a"] == Segment("r1", 0.0, 1.2)
+    assert dd.segments["noise-r1-b"] == Segment("noise-r1-b", 0.0, 1.3)
+    assert abs(dd.utt2dur["tel-r1-a"] - 1.2) < 1e-3
+    aug = read_kv(out / "utt2aug")
+    assert "type=musan-music" in aug["noise-r1-a"] and "src=music-0001.wav" in aug["noise-r1-a"]
+    noisy, clean = load_utterance(dd, "noise-r1-b"), load_utterance(dd, "r1-b")
+    snr = 10 * np.log10(np.mean(clean**2) / np.mean((noisy - clean) ** 2))
+    assert 5 - 0.05 <= snr <= 20 + 0.05

@@ -18,6 +18,7 @@ from lre.data.audio import load_audio, resample
 from lre.features import FeatureConfig
 from lre.identify import AudioStream, Identifier
 from lre.models import build_model, save_model
+from lre.score import chunk_bounds
 from lre.utils import LreError
 
 LANGS = ["de", "en", "fr"]
@@ -117,7 +118,7 @@ def test_long_file_is_read_in_chunks_in_file_time(env):
 
     # Each chunk alone: frames [f0, f1) of the file, i.e. samples [160 f0, 160 (f1-1) + 400).
     total = (len(env["long_audio"]) - 400) // 160 + 1
-    bounds = lre.score.chunk_bounds(total, 1000)
+    bounds = chunk_bounds(total, 1000)
     log_post, offset = 0.0, 0
     whole = Identifier.from_pretrained(env["exp"], chunk_seconds=None)
     for f0, f1 in bounds:
@@ -178,7 +179,7 @@ def test_bad_input_raises_one_line_errors(env, tmp_path):
     sf.write(tmp_path / "short.wav", np.zeros(400, np.float32) + 0.1, SR)
     sf.write(tmp_path / "silent.wav", np.zeros(3 * SR, np.float32), SR)
     for name, what in [("text.wav", "recognised audio format"), ("short.wav", "too short"),
-                       ("missing.wav", "no such file"), ("silent.wav", "no speech")]:
+                       ("missing.wav", "not found"), ("silent.wav", "no speech")]:
         with pytest.raises(LreError, match=what) as e:
             ident.identify(tmp_path / name)
         assert "\n" not in str(e.value) and str(tmp_path / name) in str(e.value)

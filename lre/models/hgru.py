@@ -48,88 +48,137 @@ class WindowGRU(nn.Module):
 
     - ``"native"``: gather the windows ``(B*N, window, D)`` and call ``nn.GRU`` (cuDNN on GPU).
     - ``"unrolled"``: the GRU recurrence written out over the ``window`` steps; each step
-      gathers its frame of every window. The first step skips the recurrent product (the
-      state is 0). Faster on CPU than ``nn.GRU``, in training too.
+      takes its frame of every window (a strided view when ``window`` is a multiple of
+      ``window_shift``, else an index gather) and projects it.
     - ``"unrolled_shared"``: as ``"unrolled"``, but the input projection ``W_ih x + b_ih`` is
-      computed once per frame and gathered for both windows a frame belongs to.
+      computed once per frame and shared by the windows the frame belongs to.
     - ``"auto"`` (default): ``"native"`` on GPU; on CPU ``"unrolled_shared"`` when no gradient
-      is needed and ``"unrolled"`` when one is.
+      is needed (with in-place gate arithmetic) and ``"unrolled"`` when one is.
 
-    The unrolled forms export to ONNX as plain Gather/Gemm/Sigmoid/Tanh nodes.
+    The unrolled forms skip the recurrent product at the first step (the state is 0), fold
+    ``b_hr`` and ``b_hz`` into the input bias, and compute ``tanh(a)`` as ``2 sigmoid(2a) - 1``
+    with the factor 2 folded into the weights (exact: scaling by 2 does not round); on CPU
+    ``sigmoid`` is several times faster than ``tanh``. They export to ONNX as plain
+    Slice/Gather/MatMul/Sigmoid nodes.
     """
 
     IMPLS: ClassVar[tuple[str, ...]] = ("auto", "native", "unrolled", "unrolled_shared")
 
-    def __init__(self, input_size: int, hidden_size: int, window: int):
+    def __init__(self, input_size: int, hidden_size: int, window: int, window_shift: int):
         super().__init__()
         self.gru = nn.GRU(input_size, hidden_size, batch_first=True)
         self.window = window
+        self.window_shift = window_shift
         self.hidden_size = hidden_size
         self.impl = "auto"
 
-    def _pick_impl(self, x: Tensor) -> str:
+    def _pick_impl(self, x: Tensor) -> tuple[str, bool]:
+        """``(implementation, whether a gradient is needed)``."""
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.gru.parameters()))
         if self.impl != "auto":
             if self.impl not in self.IMPLS:
                 raise ValueError(f"WindowGRU.impl must be one of {self.IMPLS}, got {self.impl!r}")
-            return self.impl
+            return self.impl, needs_grad
         if x.is_cuda:
-            return "native"
-        needs_grad = torch.is_grad_enabled() and (
-            x.requires_grad or any(p.requires_grad for p in self.gru.parameters()))
-        return "unrolled" if needs_grad else "unrolled_shared"
+            return "native", needs_grad
+        return ("unrolled" if needs_grad else "unrolled_shared"), needs_grad
 
-    def forward(self, x: Tensor, index: Tensor) -> Tensor:
+    def forward(self, x: Tensor, windows: int | Tensor) -> Tensor:
         """Last GRU state of each window.
 
         Args:
-            x: ``(batch, frames, input_size)`` frames (padding already zeroed).
-            index: ``(window, windows)`` int64; ``index[s, n]`` is the frame at step ``s`` of
-                window ``n`` (valid indices into ``frames``).
+            x: ``(batch, frames, input_size)`` contiguous, zero-padded frames with
+                ``frames = (windows - 1) * window_shift + window``.
+            windows: number of windows ``N`` per utterance.
 
         Returns:
-            ``(batch, windows, hidden_size)``.
+            ``(batch, windows, hidden_size)``; window ``n`` covers frames
+            ``[n * window_shift, n * window_shift + window)``.
         """
-        impl = self._pick_impl(x)
-        batch = x.shape[0]
+        impl, needs_grad = self._pick_impl(x)
         gru = self.gru
         if impl == "native":
-            windows = x.index_select(1, index.t().reshape(-1))
-            windows = windows.reshape(-1, self.window, x.shape[2])
-            _, last = gru(windows)
-            return last[-1].reshape(batch, -1, self.hidden_size)
+            starts = torch.arange(windows, device=x.device) * self.window_shift
+            index = starts[:, None] + torch.arange(self.window, device=x.device)[None, :]
+            frames = x.index_select(1, index.reshape(-1)).reshape(-1, self.window, x.shape[2])
+            _, last = gru(frames)
+            return last[-1].reshape(x.shape[0], -1, self.hidden_size)
+
+        hs = self.hidden_size
+        # Gate rows [r, z, n]: b_hr, b_hz join the input bias; the n rows are doubled so that
+        # tanh(a) = 2 sigmoid(2a) - 1 needs no extra multiply.
+        scale = torch.cat([x.new_ones(2 * hs), x.new_full((hs,), 2.0)])[:, None]
+        w_ih = gru.weight_ih_l0 * scale
+        b_ih = (gru.bias_ih_l0 + torch.cat([gru.bias_hh_l0[:2 * hs], x.new_zeros(hs)])) \
+            * scale[:, 0]
+        w_hh_t = (gru.weight_hh_l0 * scale).t()
+        b_hn = 2.0 * gru.bias_hh_l0[2 * hs:]
+
         if impl == "unrolled_shared":
-            proj = F.linear(x, gru.weight_ih_l0, gru.bias_ih_l0)  # (B, T, 3H), once per frame
+            proj = F.linear(x, w_ih, b_ih)                       # (B, T, 3H), once per frame
 
             def step_input(s: int) -> Tensor:
-                return proj.index_select(1, index[s]).reshape(-1, proj.shape[2])
+                return self._frames_at_step(proj, s, windows)
         else:
             def step_input(s: int) -> Tensor:
-                frames = x.index_select(1, index[s]).reshape(-1, x.shape[2])
-                return F.linear(frames, gru.weight_ih_l0, gru.bias_ih_l0)
+                return F.linear(self._frames_at_step(x, s, windows), w_ih, b_ih)
 
-        h = _gru_step(step_input(0), None, gru.weight_hh_l0, gru.bias_hh_l0)
+        step = _gru_step if needs_grad else _gru_step_inplace
+        h = step(step_input(0), None, w_hh_t, b_hn)
         for s in range(1, self.window):
-            h = _gru_step(step_input(s), h, gru.weight_hh_l0, gru.bias_hh_l0)
-        return h.reshape(batch, -1, self.hidden_size)
+            h = step(step_input(s), h, w_hh_t, b_hn)
+        return h
+
+    def _frames_at_step(self, t: Tensor, s: int, windows: int | Tensor) -> Tensor:
+        """``(batch, windows, C)``: frame ``s`` of every window, from ``t (batch, frames, C)``."""
+        shift = self.window_shift
+        if self.window % shift == 0:
+            # frames = shift * (windows + window/shift - 1): a view, no copy.
+            q, r = divmod(s, shift)
+            return t.view(t.shape[0], -1, shift, t.shape[2])[:, q:q + windows, r]
+        index = torch.arange(windows, device=t.device) * shift + s
+        return t.index_select(1, index)
 
 
-def _gru_step(gi: Tensor, h: Tensor | None, w_hh: Tensor, b_hh: Tensor) -> Tensor:
-    """One GRU step (PyTorch's gate layout and operation order).
+def _gru_step(gi: Tensor, h: Tensor | None, w_hh_t: Tensor, b_hn: Tensor) -> Tensor:
+    """One GRU step (autograd-safe).
 
-    ``gi (rows, 3H)`` is the input projection ``W_ih x + b_ih``; ``h (rows, H)`` the state, or
-    None for the zero state (then ``W_hh h = 0`` and the product is skipped).
+    Args:
+        gi: ``(B, N, 3H)`` input part of the gates ``[r, z, 2n]`` (see ``WindowGRU``).
+        h: ``(B, N, H)`` state, or None for the zero state (the recurrent product is 0).
+        w_hh_t: ``(H, 3H)`` recurrent weights, transposed, n columns doubled.
+        b_hn: ``(H,)`` doubled recurrent bias of the n gate.
     """
-    i_r, i_z, i_n = gi.chunk(3, 1)
+    hs = b_hn.shape[0]
+    # split (not slicing): its backward is one concatenation, not a zero-filled copy per part
+    gi_rz, gi_n = gi.split([2 * hs, hs], dim=-1)
     if h is None:
-        h_r, h_z, h_n = b_hh.chunk(3)
+        r, z = torch.sigmoid(gi_rz).chunk(2, -1)
+        a = torch.addcmul(gi_n, r, b_hn)
     else:
-        h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, 1)
-    r = torch.sigmoid(i_r + h_r)
-    z = torch.sigmoid(i_z + h_z)
-    n = torch.tanh(i_n + r * h_n)
+        gh_rz, gh_n = torch.matmul(h, w_hh_t).split([2 * hs, hs], dim=-1)
+        r, z = torch.sigmoid(gi_rz + gh_rz).chunk(2, -1)
+        a = torch.addcmul(gi_n, r, gh_n + b_hn)
+    n = torch.sigmoid(a) * 2.0 - 1.0                       # tanh(a / 2)
+    return n - z * n if h is None else torch.lerp(n, h, z)  # (1 - z) n + z h
+
+
+def _gru_step_inplace(gi: Tensor, h: Tensor | None, w_hh_t: Tensor, b_hn: Tensor) -> Tensor:
+    """``_gru_step`` without gradients: gate arithmetic in place in the one new buffer per
+    step (fresh temporaries of this size cost more than the arithmetic on CPU)."""
+    hs = b_hn.shape[0]
     if h is None:
-        return n - z * n
-    return n + z * (h - n)
+        rz = torch.sigmoid(gi[..., :2 * hs])
+        r, z = rz.chunk(2, -1)
+        a = torch.addcmul(gi[..., 2 * hs:], r, b_hn.to(gi.dtype))
+        n = a.sigmoid_().mul_(2.0).sub_(1.0)
+        return n.sub_(z * n)
+    gh = torch.matmul(h, w_hh_t)
+    r, z = gh[..., :2 * hs].add_(gi[..., :2 * hs]).sigmoid_().chunk(2, -1)
+    n = gh[..., 2 * hs:].add_(b_hn).mul_(r).add_(gi[..., 2 * hs:])
+    n = n.sigmoid_().mul_(2.0).sub_(1.0)
+    return n.lerp_(h.to(n.dtype), z)  # (dtypes differ only under autocast)
 
 
 class HGRU(LidModel):
@@ -186,7 +235,7 @@ class HGRU(LidModel):
         self.last_segment_min_frames = max(math.ceil(frac * self.segment_span), overlap + 1)
         self.min_frames = self.segment_span
 
-        self.window_gru = WindowGRU(feat_dim, c["hidden1"], self.window)
+        self.window_gru = WindowGRU(feat_dim, c["hidden1"], self.window, self.window_shift)
         self.segment_gru = nn.GRU(c["hidden1"], c["hidden2"], batch_first=True)
         self.utterance_gru = BidirectionalGRU(c["hidden2"], c["hidden3"])
         self.attention = AttentionPooling(2 * c["hidden3"], c["attention"])
@@ -204,6 +253,32 @@ class HGRU(LidModel):
         m = self.last_segment_min_frames
         return torch.clamp((lengths - m) // self.segment_hop + 1, min=1)
 
+    def segment_vectors(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Levels 1 and 2: one vector per segment.
+
+        Args:
+            feats: ``(batch, frames, feat_dim)``.
+            lengths: ``(batch,)`` true lengths in frames (clipped to ``[0, frames]``).
+
+        Returns:
+            ``(s (batch, segments, hidden2), lengths (batch,) as clipped)`` with
+            ``segments = ceil(frames / segment_hop)`` (at least 1), padding segments included.
+        """
+        frames = feats.shape[1]
+        lengths = lengths.to(device=feats.device, dtype=torch.int64).clamp(min=0)
+        lengths = lengths.clamp(max=frames)
+        segments = num_blocks(frames, self.segment_hop)
+        windows = segments * self.segment_windows
+
+        # Frames past an utterance's end are zero, and zeros fill up the last window.
+        x = zero_padding(feats, lengths)
+        pad = (windows - 1) * self.window_shift + self.window - frames
+        x = torch.cat([x, x.new_zeros(x.shape[0], pad, x.shape[2])], dim=1)
+
+        v = self.dropout(self.window_gru(x, windows))                       # (B, N, H1)
+        _, last = self.segment_gru(v.reshape(-1, self.segment_windows, v.shape[2]))
+        return last[-1].reshape(x.shape[0], -1, last.shape[2]), lengths    # (B, K, H2)
+
     def encode(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Levels 1 to 3.
 
@@ -215,33 +290,17 @@ class HGRU(LidModel):
             ``h (batch, segments, 2 * hidden3)`` level-3 states, ``mask (batch, segments)``
             bool (True on real segments), ``spans (batch, segments, 2)`` int64 frame spans.
         """
-        frames = feats.shape[1]
-        lengths = lengths.to(device=feats.device, dtype=torch.int64).clamp(min=0).clamp(max=frames)
-        segments = num_blocks(frames, self.segment_hop)
-        windows = segments * self.segment_windows
-
-        # Frames past an utterance's end are zero; one extra zero frame stands for every
-        # frame past the end of the batch (indices are clipped onto it).
-        x = zero_padding(feats, lengths)
-        x = torch.cat([x, x.new_zeros(x.shape[0], 1, x.shape[2])], dim=1)
-        starts = torch.arange(windows, device=x.device) * self.window_shift
-        steps = torch.arange(self.window, device=x.device)
-        index = torch.clamp(starts[None, :] + steps[:, None], max=frames)  # (window, N)
-
-        v = self.dropout(self.window_gru(x, index))                          # (B, N, H1)
-        _, last = self.segment_gru(v.reshape(-1, self.segment_windows, v.shape[2]))
-        s = self.dropout(last[-1].reshape(x.shape[0], -1, last.shape[2]))   # (B, K, H2)
-
+        s, lengths = self.segment_vectors(feats, lengths)
+        s = self.dropout(s)
         counts = self.segment_counts(lengths)
-        k = torch.arange(segments, device=x.device)
+        k = torch.arange(s.shape[1], device=s.device)
         mask = k[None, :] < counts[:, None]
         h = self.utterance_gru(s, counts)                                   # (B, K, 2*H3)
 
         start = torch.minimum(k[None, :] * self.segment_hop, lengths[:, None])
         end = torch.minimum(k[None, :] * self.segment_hop + self.segment_span,
                             lengths[:, None])
-        spans = torch.stack([start, end], dim=2)
-        return h, mask, spans
+        return h, mask, torch.stack([start, end], dim=2)
 
     def forward(self, feats: Tensor, lengths: Tensor) -> ModelOutput:
         """``feats (batch, frames, feat_dim)``, ``lengths (batch,)`` -> :class:`ModelOutput`
