@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Sequence
@@ -467,7 +468,9 @@ class _Frontend:
         self.mfcc = kind != "fbank"
         self.size, self.shift = opts.window_size, opts.window_shift
         self.padded = opts.padded_window_size
-        self.window = self._window(opts).to(torch.float32)
+        # Float32 values (as Kaldi stores them) held in float64 for the float64 buffer.
+        self.window = self._window(opts).to(torch.float32).to(torch.float64)
+        self._local = threading.local()
         bins, _ = ta_kaldi.get_mel_banks(
             opts.num_mel_bins, self.padded, opts.sample_frequency, opts.low_freq,
             opts.high_freq, opts.vtln_low, opts.vtln_high, opts.vtln_warp,
@@ -529,6 +532,24 @@ class _Frontend:
             wave = torch.cat([left, body, right])
         return wave.as_strided((m, size), (shift, 1)), m
 
+    def _workspace(self, rows: int) -> dict[str, torch.Tensor]:
+        """Per-thread scratch tensors for chunks of ``rows`` frames, reused across calls:
+        fresh multi-megabyte buffers per chunk would cost more in page faults than the FFT."""
+        ws = getattr(self._local, "ws", None)
+        if ws is None or ws["frames"].shape[0] < rows:
+            bins = self.padded // 2 + 1
+            ws = {
+                "frames": torch.empty((rows, self.size), dtype=torch.float32),
+                "noise": torch.empty((rows, self.size), dtype=torch.float32),
+                # Windowed frames, zero-padded to the FFT size (the padding stays zero).
+                "window": torch.zeros((rows, self.padded), dtype=torch.float64),
+                "power64": torch.empty((rows, bins), dtype=torch.float64),
+                "power": torch.empty((rows, bins), dtype=torch.float32),
+                "mel": torch.empty((rows, self.opts.num_mel_bins), dtype=torch.float32),
+            }
+            self._local.ws = ws
+        return ws
+
     def compute(
         self, wave: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -540,19 +561,24 @@ class _Frontend:
         if m == 0:
             return out, energy
         size, coeff = self.size, o.preemphasis_coefficient
-        buf = torch.zeros((min(m, CHUNK_FRAMES), self.padded), dtype=torch.float32)
+        ws = self._workspace(min(m, CHUNK_FRAMES))
         n_mel = o.num_mel_bins
         mel_col = 1 if (o.use_energy and not o.htk_compat and not self.mfcc) else 0
         for a in range(0, m, CHUNK_FRAMES):
             b = min(m, a + CHUNK_FRAMES)
+            r = b - a
             x = frames[a:b]
             if o.dither != 0.0:
-                x = x + o.dither * torch.randn(x.shape, generator=generator)
+                noise = torch.randn((r, size), generator=generator, out=ws["noise"][:r])
+                x = torch.add(x, noise, alpha=o.dither, out=ws["frames"][:r])
             if o.remove_dc_offset:
-                x = x - x.mean(dim=1, keepdim=True)
-            w = buf[: b - a]
+                x = torch.sub(x, x.mean(dim=1, keepdim=True), out=ws["frames"][:r])
             if o.raw_energy:
-                torch.log(torch.clamp_min((x * x).sum(dim=1), _EPS), out=energy[a:b])
+                torch.log(torch.linalg.vecdot(x, x).clamp_min_(_EPS), out=energy[a:b])
+            # Pre-emphasis and window in float32 as Kaldi, written into a float64 buffer:
+            # the FFT runs in float64 because in float32 (Kaldi's and knf's too) bins holding
+            # less than ~1e-7 of a loud frame's energy come out >1e-3 off in the log.
+            w = ws["window"][:r]
             if coeff != 0.0:
                 torch.sub(x[:, 1:], x[:, :-1], alpha=coeff, out=w[:, 1:size])
                 torch.mul(x[:, 0], 1.0 - coeff, out=w[:, 0])
@@ -560,18 +586,20 @@ class _Frontend:
                 w[:, :size] = x
             w[:, :size] *= self.window
             if not o.raw_energy:
-                torch.log(torch.clamp_min((w * w).sum(dim=1), _EPS), out=energy[a:b])
-            # The FFT runs in float64: in float32 (Kaldi's and knf's too) bins holding less
-            # than ~1e-7 of a loud frame's energy come out with errors above 1e-3 in the log.
-            spec = torch.fft.rfft(w.to(torch.float64))
-            power = spec.real.square() + spec.imag.square()
+                torch.log(torch.linalg.vecdot(w, w).clamp_min_(_EPS).to(torch.float32),
+                          out=energy[a:b])
+            spec = torch.fft.rfft(w)
+            power64 = torch.mul(spec.real, spec.real, out=ws["power64"][:r])
+            power64.addcmul_(spec.imag, spec.imag)  # |X|^2
+            power = ws["power"][:r]
+            power.copy_(power64)
             if not o.use_power:
-                power = power.sqrt_()
-            mel = power.to(torch.float32) @ self.mel
+                power.sqrt_()
+            mel = torch.mm(power, self.mel, out=ws["mel"][:r])
             if o.use_log_fbank:
-                mel = mel.clamp_min_(_EPS).log_()
+                mel.clamp_min_(_EPS).log_()
             if self.mfcc:
-                out[a:b] = mel @ self.dct
+                torch.mm(mel, self.dct, out=out[a:b])
             else:
                 out[a:b, mel_col : mel_col + n_mel] = mel
         if self.log_energy_floor is not None:

@@ -608,13 +608,40 @@ def evaluate(
     return stats
 
 
-def _improved(metrics: dict[str, Any], best: dict[str, Any] | None, select_by: str) -> bool:
-    if best is None:
-        return True
-    if select_by == "loss":
-        return metrics["loss"] < best["loss"]
-    # Accuracy ties (common once it reaches 100%) are broken by the loss.
-    return (metrics["acc"], -metrics["loss"]) > (best["acc"], -best["loss"])
+@dataclass
+class _Progress:
+    """Where training stands: per-epoch metrics, the best epoch so far, early stopping."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None  # {"epoch", "loss", "acc"} of the monitored set
+    bad_epochs: int = 0
+    done: bool = False
+
+    @property
+    def epoch(self) -> int:
+        return self.history[-1]["epoch"] if self.history else 0
+
+    def add(self, row: dict[str, Any], monitor: dict[str, Any], t: dict[str, Any]) -> bool:
+        """Record an epoch; True when it is the best so far."""
+        self.history.append(row)
+        improved = self.best is None or (
+            monitor["loss"] < self.best["loss"] if t["select_by"] == "loss"
+            # Accuracy ties (common once it reaches 100%) are broken by the loss.
+            else (monitor["acc"], -monitor["loss"]) > (self.best["acc"], -self.best["loss"]))
+        if improved:
+            self.best, self.bad_epochs = monitor, 0
+        else:
+            self.bad_epochs += 1
+        self.done = row["epoch"] >= t["epochs"] or 0 < t["patience"] <= self.bad_epochs
+        return improved
+
+    def state(self) -> dict[str, Any]:
+        return {"history": self.history, "best": self.best, "bad_epochs": self.bad_epochs,
+                "done": self.done}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _Progress:
+        return cls(list(state["history"]), state["best"], state["bad_epochs"], state["done"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -803,7 +830,7 @@ def _train(
     name, t = cfg["model"]["name"], cfg["train"]
     checkpoint = _load_latest_checkpoint(exp) if resume else None
     if resume and checkpoint is None:
-        logger.warning("%s: no checkpoint to resume from, starting a new run", exp / "checkpoints")
+        logger.info("%s: no checkpoint to resume from, starting a new run", exp / "checkpoints")
     if not resume and _checkpoints(exp):
         raise LreError(f"{exp / 'checkpoints'}: holds checkpoints of an earlier run; pass "
                        "--resume to continue it, or use a new --exp dir")
@@ -842,6 +869,8 @@ def _train(
     geometry: SegmentGeometry = _probe_geometry(net, cfg, feat_dim, frame_shift)
     logger.info("model %s: %d parameters, segments of %d frames every %d frames",
                 name, sum(p.numel() for p in net.parameters()), geometry.span, geometry.hop)
+    if dist.active:  # the same initial weights everywhere, then each its own dropout
+        seed_everything(t["seed"] + 7919 * dist.rank)
 
     train_loader, sampler = make_train_loader(
         train_dir, lang2id, geometry, loader_cfg, seed=t["seed"], rank=dist.rank,
@@ -861,9 +890,7 @@ def _train(
     scheduler = _make_scheduler(optimizer, cfg, steps_per_epoch)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg["optim"]["label_smoothing"])
 
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    bad_epochs, start_epoch, done = 0, 1, False
+    progress = _Progress()
     if checkpoint is not None:
         net.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -874,9 +901,9 @@ def _train(
             logger.warning("checkpoint from %d process(es), now %d: RNG streams differ from "
                            "the interrupted run", len(rng), dist.world_size)
         _set_rng_state(rng[dist.rank % len(rng)])
-        history, best = list(checkpoint["history"]), checkpoint["best"]
-        bad_epochs, done = checkpoint["bad_epochs"], checkpoint["done"]
-        start_epoch = checkpoint["epoch"] + 1
+        progress = _Progress.from_state(checkpoint["progress"])
+    # Against this run's settings, so that a finished run resumed with more epochs goes on.
+    progress.done = progress.epoch >= t["epochs"] or 0 < t["patience"] <= progress.bad_epochs
 
     if dist.main:
         atomic_write_text(exp / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
@@ -889,13 +916,14 @@ def _train(
                     len(train_loader.dataset), dev_dir or "none", dist.world_size,
                     steps_per_epoch)
 
+    dirs = {"train_dir": str(train_dir), "dev_dir": None if dev_dir is None else str(dev_dir)}
     epochs_run = 0
-    epoch = start_epoch
-    while epoch <= t["epochs"] and not done:
+    while not progress.done:
         if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
             logger.info("stopping after %d epoch(s) as asked; continue with --resume",
                         epochs_run)
             break
+        epoch = progress.epoch + 1
         sampler.set_epoch(epoch)
         desc = f"epoch {epoch}/{t['epochs']}"
         tr = _train_epoch(model, train_loader, optimizer, scheduler, loss_fn, cfg, dist, bf16,
@@ -912,88 +940,69 @@ def _train(
             row["dev_loss"], row["dev_acc"] = dev.mean_loss, dev.accuracy
             row["seconds"] += dev.seconds
             monitor = {"epoch": epoch, "loss": dev.mean_loss, "acc": dev.accuracy}
-        history.append(row)
-        improved = _improved(monitor, best, t["select_by"])
-        if improved:
-            best, bad_epochs = monitor, 0
-        else:
-            bad_epochs += 1
-        done = epoch >= t["epochs"] or (t["patience"] > 0 and bad_epochs >= t["patience"])
+        improved = progress.add(row, monitor, t)
         rng_states = _gather_rng(dist)
         if dist.main:
-            extra = {"epoch": epoch, "train_dir": str(train_dir),
-                     "dev_dir": None if dev_dir is None else str(dev_dir),
-                     "dev_acc": row["dev_acc"], "dev_loss": row["dev_loss"]}
             if improved:  # before the checkpoint, so a resumed run never lacks its best.pt
-                save_model(exp / "best.pt", net, langs, extra=extra)
+                save_model(exp / "best.pt", net, langs, extra={
+                    "epoch": epoch, **dirs, "dev_acc": row["dev_acc"],
+                    "dev_loss": row["dev_loss"]})
             _save_checkpoint(exp, t["keep_checkpoints"], {
-                "format": CHECKPOINT_FORMAT, "epoch": epoch, "done": done,
-                "model_name": name, "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "sampler": sampler.state_dict(), "rng": rng_states, "history": history,
-                "best": best, "bad_epochs": bad_epochs, "config": cfg, "langs": langs,
+                "format": CHECKPOINT_FORMAT, "epoch": epoch, "model_name": name,
+                "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
+                "rng": rng_states, "progress": progress.state(), "config": cfg,
+                "langs": langs,
             })
-            _write_metrics_csv(exp / "metrics.csv", history)
-            dev_text = ("" if row["dev_acc"] is None else
-                        f" | dev loss {row['dev_loss']:.4f} acc {row['dev_acc']:.4f}")
-            logger.info("%s: train loss %.4f acc %.4f%s | lr %.3g | %.1f s, %.0f frames/s%s",
-                        desc, row["train_loss"], row["train_acc"], dev_text, row["lr"],
-                        row["seconds"], row["frames_per_s"], " [best]" if improved else "")
-            if done and epoch < t["epochs"]:
+            _write_metrics_csv(exp / "metrics.csv", progress.history)
+            _log_epoch(desc, row, improved)
+            if progress.done and epoch < t["epochs"]:
                 logger.info("early stop: no better %s score for %d epochs",
-                            "dev" if dev_loader is not None else "train", bad_epochs)
+                            "dev" if dev_loader is not None else "train", progress.bad_epochs)
         dist.barrier()
         epochs_run += 1
-        epoch += 1
 
-    final = best_path = None
-    if done and dist.main:
-        best_path = exp / "best.pt"
-        if t["final_weights"] == "best" and best_path.is_file():
-            best_model, _ = load_model(best_path)
-            final_state = best_model.state_dict()
-        else:
-            final_state = net.state_dict()
-        final_model = _build_model(cfg, feat_dim, len(langs))
-        final_model.load_state_dict(final_state)
+    final = None
+    if progress.done and dist.main:
         final = exp / "final.pt"
-        save_model(final, final_model, langs, extra={
-            "epoch": history[-1]["epoch"] if history else None,
-            "best_epoch": None if best is None else best["epoch"],
-            "final_weights": t["final_weights"], "train_dir": str(train_dir),
-            "dev_dir": None if dev_dir is None else str(dev_dir),
-            "dev_acc": None if best is None else (best["acc"] if dev_dir else None),
+        best = progress.best or {}
+        if t["final_weights"] == "best" and (exp / "best.pt").is_file():
+            net, _ = load_model(exp / "best.pt")
+        save_model(final, net, langs, extra={
+            "epoch": progress.epoch, "best_epoch": best.get("epoch"),
+            "final_weights": t["final_weights"], **dirs,
+            "dev_acc": best.get("acc") if dev_dir is not None else None,
         })
-        if history:
-            plot_training_curves(history, exp / "training_curves.png")
-        logger.info("done: %s (best epoch %s, %s %.4f)", final,
-                    None if best is None else best["epoch"],
-                    "dev acc" if dev_dir is not None else "train acc",
-                    float("nan") if best is None else best["acc"])
+        plot_training_curves(progress.history, exp / "training_curves.png")
+        logger.info("done: %s (best epoch %s, %s accuracy %.4f)", final, best.get("epoch"),
+                    "dev" if dev_dir is not None else "train", best.get("acc", float("nan")))
     dist.barrier()
-    return TrainResult(exp, final, best_path, history,
-                       None if best is None else best["epoch"], done)
+    return TrainResult(exp, final, exp / "best.pt" if final else None, progress.history,
+                       (progress.best or {}).get("epoch"), progress.done)
+
+
+def _log_epoch(desc: str, row: dict[str, Any], improved: bool) -> None:
+    dev = ("" if row["dev_acc"] is None else
+           f" | dev loss {row['dev_loss']:.4f} acc {row['dev_acc']:.4f}")
+    logger.info("%s: train loss %.4f acc %.4f%s | lr %.3g | %.1f s, %.0f frames/s%s", desc,
+                row["train_loss"], row["train_acc"], dev, row["lr"], row["seconds"],
+                row["frames_per_s"], " [best]" if improved else "")
 
 
 def _check_resume_config(saved: dict, cfg: dict) -> None:
-    """Model and data settings must match the checkpoint's; other changes are allowed."""
-    for section in ("model", "data"):
-        old, new = saved.get(section, {}), cfg[section]
-        changed = [k for k in new if k in old and old[k] != new[k]]
-        if section == "model":
-            changed = [k for k in changed if k != "name"] + (
-                ["name"] if old.get("name") != new.get("name") else [])
-            if changed:
-                raise LreError("--resume: model settings differ from the checkpoint's: "
-                               + ", ".join(f"model.{k} {old.get(k)!r} -> {new.get(k)!r}"
-                                           for k in changed))
-        elif changed:
-            logger.warning("--resume: data settings changed (%s): batches differ from an "
-                           "uninterrupted run", ", ".join(f"data.{k}" for k in changed))
-    for section in ("optim", "schedule", "train"):
-        diff = [k for k, v in cfg[section].items() if saved.get(section, {}).get(k) != v]
-        if diff:
-            logger.info("--resume: changed %s", ", ".join(f"{section}.{k}" for k in diff))
+    """Model settings must match the checkpoint's; other changes are allowed (and said)."""
+    changed = {section: [f"{section}.{k}" for k, v in values.items()
+                         if saved.get(section, {}).get(k) != v]
+               for section, values in cfg.items()}
+    if changed["model"]:
+        raise LreError("--resume: model settings differ from the checkpoint's: "
+                       + ", ".join(changed["model"]))
+    if changed["data"] or changed["augment"]:
+        logger.warning("--resume: %s changed: batches differ from an uninterrupted run",
+                       ", ".join(changed["data"] + changed["augment"]))
+    others = changed["optim"] + changed["schedule"] + changed["train"]
+    if others:
+        logger.info("--resume: changed %s", ", ".join(others))
 
 
 def _save_checkpoint(exp: Path, keep: int, state: dict[str, Any]) -> None:

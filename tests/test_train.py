@@ -87,7 +87,7 @@ def test_resume_gives_the_same_weights(corpus, tmp_path):
                       strict=True):
         assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] > 0
-    assert a["history"][1]["train_loss"] == b["history"][1]["train_loss"]
+    assert a["progress"]["history"][1]["train_loss"] == b["progress"]["history"][1]["train_loss"]
     with pytest.raises(LreError, match="holds checkpoints of an earlier run"):
         train(corpus, tmp_path / "a", overrides=settings)
 

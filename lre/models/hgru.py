@@ -160,7 +160,7 @@ def _gru_step(gi: Tensor, h: Tensor | None, w_hh_t: Tensor, b_hn: Tensor) -> Ten
         gh_rz, gh_n = torch.matmul(h, w_hh_t).split([2 * hs, hs], dim=-1)
         r, z = torch.sigmoid(gi_rz + gh_rz).chunk(2, -1)
         a = torch.addcmul(gi_n, r, gh_n + b_hn)
-    n = torch.sigmoid(a) * 2.0 - 1.0                       # tanh(a / 2)
+    n = torch.sigmoid(a) * 2.0 - 1.0   # = tanh(a / 2), a being twice the usual pre-activation
     return n - z * n if h is None else torch.lerp(n, h, z)  # (1 - z) n + z h
 
 
