@@ -517,8 +517,6 @@ class TrainDataset(Dataset):
         elif short:
             logger.info("%s: %d utterance(s) shorter than one segment (%d frames) are padded",
                         self.data_dir, len(short), span)
-        self.num_short = len(short)
-        self.num_empty = len(empty)
         min_len = span if self.config.short_utts == "skip" else 1
         self.store.select([i for i, n in enumerate(self.store.lengths) if n >= min_len])
 
@@ -691,9 +689,10 @@ class TrainBatchSampler:
         lo, hi = self.crop_segments
         wanted = rng.integers(lo, hi + 1, size=len(items))
         lengths = self.lengths[items]
-        available = np.array([self.geometry.segments(int(n)) for n in lengths])
+        hop, span = self.geometry.hop, self.geometry.span
+        available = np.where(lengths >= span, (lengths - span) // hop + 1, 0)
         # Whole segments, as many as wanted and available; shorter utterances whole (padded).
-        whole = (np.minimum(wanted, available) - 1) * self.geometry.hop + self.geometry.span
+        whole = (np.minimum(wanted, available) - 1) * hop + span
         frames = np.where(available >= 1, whole, lengths)
         starts = (rng.random(len(items)) * (lengths - frames + 1)).astype(np.int64)
         requests = list(zip(items.tolist(), starts.tolist(), frames.tolist(), strict=True))

@@ -13,8 +13,8 @@ models of :mod:`lre.models` and writes the experiment dir::
 Settings come from built-in defaults, then a YAML file (``--config``), then ``--set
 section.key=value`` overrides; every key is checked against the defaults. Sections:
 ``model`` (the model's own sizes, :func:`lre.models.default_config`), ``data``
-(:class:`lre.dataset.LoaderConfig`; ``batch_size`` is per process), ``optim``, ``schedule``
-and ``train``.
+(:class:`lre.dataset.LoaderConfig`; ``batch_size`` is per process), ``augment`` (on-the-fly
+frequency warping and SpecAugment masks), ``optim``, ``schedule`` and ``train``.
 
 Distributed data-parallel training: ``torchrun --nproc_per_node N -m lre.train ...`` (gloo on
 CPU, nccl on GPU). Every process reads its share of the batches; only rank 0 logs to file and
@@ -46,6 +46,7 @@ import torch
 import yaml
 
 from lre.dataset import (
+    FeatureReader,
     LoaderConfig,
     SegmentGeometry,
     geometry_of,
@@ -179,6 +180,17 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _place_bare_keys(sets: dict[str, Any], cfg: dict[str, Any]) -> None:
+    """Move ``--set epochs=5`` to ``train.epochs`` when exactly one section has the key."""
+    for key in [k for k in sets if k not in cfg]:
+        homes = [section for section, values in cfg.items() if key in values]
+        if len(homes) > 1:
+            raise LreError(f"--set {key}: ambiguous, say which: "
+                           + ", ".join(f"{h}.{key}" for h in homes))
+        if homes:
+            sets.setdefault(homes[0], {})[key] = sets.pop(key)
+
+
 def _model_defaults(name: str) -> dict[str, Any]:
     from lre.models import default_config
 
@@ -236,6 +248,7 @@ def resolve_config(
         logger.info("--model %s replaces model.name %s of %s", model, file_model["name"], source)
     cfg: dict[str, Any] = {"model": {"name": str(name), **_model_defaults(str(name))}}
     cfg.update(copy.deepcopy(DEFAULTS))
+    _place_bare_keys(sets, cfg)
     for src, upd in ((source, user), ("--set", sets)):
         upd = copy.deepcopy(upd)
         if isinstance(upd.get("model"), dict):
@@ -548,8 +561,10 @@ def _train_epoch(
     grad_clip = cfg["optim"]["grad_clip"]
     a = cfg["augment"]
     augment = a if a["freq_warp"] > 0 or a["freq_masks"] > 0 or a["time_masks"] > 0 else None
+    # Into a log file (no terminal) the bar is redrawn rarely: only long epochs show it.
     bar = tqdm(total=len(loader), desc=desc, unit="batch", leave=False, dynamic_ncols=True,
-               disable=not (cfg["train"]["progress"] and dist.main))
+               disable=not (cfg["train"]["progress"] and dist.main),
+               mininterval=0.5 if sys.stderr.isatty() else 30.0)
     with bar:
         for step, batch in enumerate(loader, 1):
             if not _check_batch_errors(batch, cfg["data"]["bad_feats"], dist):
@@ -669,11 +684,12 @@ def plot_training_curves(history: list[dict[str, Any]], path: str | os.PathLike)
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
+    marker = "o" if len(epochs) <= 30 else None
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, title in ((ax_loss, "loss", "cross-entropy"), (ax_acc, "acc", "accuracy")):
-        ax.plot(epochs, [h[f"train_{key}"] for h in history], marker="o", label="train")
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], marker=marker, label="train")
         if any(h.get(f"dev_{key}") is not None for h in history):
-            ax.plot(epochs, [h.get(f"dev_{key}") for h in history], marker="o", label="dev")
+            ax.plot(epochs, [h.get(f"dev_{key}") for h in history], marker=marker, label="dev")
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
@@ -704,6 +720,17 @@ def _check_dev_languages(dev: Path, lang2id: dict[str, int]) -> None:
         n = sum(1 for lang in utt2lang.values() if lang in unknown)
         raise LreError(f"{dev / 'utt2lang'}: language(s) not in the training data: "
                        f"{', '.join(unknown)} ({n} utterances)")
+
+
+def _check_dev_features(dev: Path, train: FeatureReader) -> None:
+    """Dev features must have the training features' dimension (and should be the same)."""
+    reader = FeatureReader(dev)
+    if reader.feat_dim != train.feat_dim:
+        raise LreError(f"{dev / 'feats.scp'}: {reader.feat_dim}-dim features, but the training "
+                       f"features are {train.feat_dim}-dim")
+    if (reader.feature_config is not None and train.feature_config is not None
+            and reader.feature_config != train.feature_config):
+        logger.warning("%s: feats_config.json differs from the training data's", dev)
 
 
 def _build_model(cfg: dict, feat_dim: int, num_langs: int) -> torch.nn.Module:
@@ -861,10 +888,10 @@ def _train(
 
     # The feature reader knows the dimension; build the model and read its geometry first
     # so that an impossible config fails before any data is read.
-    from lre.dataset import FeatureReader
-
     reader = FeatureReader(train_dir)
     feat_dim, frame_shift = reader.feat_dim, reader.frame_shift
+    if dev_dir is not None:
+        _check_dev_features(dev_dir, reader)
     net = _build_model(cfg, feat_dim, len(langs))
     geometry: SegmentGeometry = _probe_geometry(net, cfg, feat_dim, frame_shift)
     logger.info("model %s: %d parameters, segments of %d frames every %d frames",
@@ -1023,10 +1050,11 @@ def cli_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="hgru | bigru | tdnn | ecapa (default: the config's, else hgru)")
     parser.add_argument("--config", default=None, help="YAML config (sections model, data, "
-                        "optim, schedule, train)")
+                        "augment, optim, schedule, train)")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
-                        metavar="KEY=VALUE", help="override a setting, e.g. model.h1=128 "
-                        "optim.lr=2e-3 data.batch_size=16 (batch size is per process)")
+                        metavar="KEY=VALUE", help="override a setting, e.g. model.hidden1=128 "
+                        "optim.lr=2e-3 data.batch_size=16 (batch size is per process); a key "
+                        "found in one section only may go without it: epochs=5")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest checkpoint in EXP/checkpoints")
     parser.add_argument("--seed", type=int, default=None, help="overrides train.seed")

@@ -7,12 +7,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from test_dataset import REPO, make_corpus
 
-from lre.train import evaluate, parse_overrides, resolve_config, train
+from lre.train import augment_features, evaluate, parse_overrides, resolve_config, train
 from lre.utils import LreError
 
 # A small HGRU (same geometry as the default) that trains in seconds. One thread: on a busy
@@ -65,7 +66,9 @@ def test_tiny_model_overfits_tiny_real_corpus(corpus, tmp_path):
 
 
 def test_resume_gives_the_same_weights(corpus, tmp_path):
-    settings = [*FAST, "train.epochs=2", "optim.lr=0.005"]
+    # Dropout and augmentation draw random numbers: the RNG state must be restored too.
+    settings = [*FAST, "train.epochs=2", "optim.lr=0.005", "augment.freq_warp=0.1",
+                "augment.freq_masks=1", "augment.time_masks=1"]
     train(corpus, tmp_path / "a", dev_dir=corpus, overrides=settings)
     first = train(corpus, tmp_path / "b", dev_dir=corpus, overrides=settings,
                   stop_after_epochs=1)
@@ -87,7 +90,9 @@ def test_resume_gives_the_same_weights(corpus, tmp_path):
                       strict=True):
         assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] > 0
-    assert a["progress"]["history"][1]["train_loss"] == b["progress"]["history"][1]["train_loss"]
+    assert a["progress"] == b["progress"] | {"history": a["progress"]["history"]}
+    assert [h["train_loss"] for h in a["progress"]["history"]] == [
+        h["train_loss"] for h in b["progress"]["history"]]
     with pytest.raises(LreError, match="holds checkpoints of an earlier run"):
         train(corpus, tmp_path / "a", overrides=settings)
 
@@ -115,6 +120,40 @@ def test_two_process_gloo_ddp(corpus, tmp_path):
         assert torch.equal(value, ckpt["model"][key])
 
 
+def test_augmentation_warps_and_masks_exactly():
+    off = {"freq_warp": 0.0, "freq_masks": 0, "freq_mask_width": 8, "time_masks": 0,
+           "time_mask_width": 20}
+    x = torch.randn(3, 50, 40)
+    lengths = torch.tensor([50, 30, 12])
+    assert torch.equal(augment_features(x, lengths, off), x)
+
+    torch.manual_seed(1)
+    warped = augment_features(x, lengths, {**off, "freq_warp": 0.2})
+    torch.manual_seed(1)
+    alpha = 1 + (torch.rand(3) * 2 - 1) * 0.2
+    for b in range(3):
+        src = np.minimum(np.arange(40) * alpha[b].item(), 39)
+        ref = np.stack([np.interp(src, np.arange(40), row) for row in x[b].numpy()])
+        np.testing.assert_allclose(warped[b].numpy(), ref, atol=1e-5)
+
+    torch.manual_seed(2)
+    masked = augment_features(x, lengths, {**off, "freq_masks": 2, "freq_mask_width": 5,
+                                           "time_masks": 2, "time_mask_width": 6})
+    zero = masked == 0
+    for b in range(3):
+        dims = zero[b].all(dim=0)  # whole feature dims zeroed
+        frames = zero[b].all(dim=1)  # whole frames zeroed
+        assert 0 <= dims.sum() <= 10 and 0 <= frames.sum() <= 12
+        assert not frames[lengths[b]:].any()  # masks stay inside the utterance
+        kept = ~zero[b]
+        assert torch.equal(masked[b][kept], x[b][kept])
+        assert kept.sum() == (40 - dims.sum()) * (50 - frames.sum())
+    torch.manual_seed(2)
+    again = augment_features(x, lengths, {**off, "freq_masks": 2, "freq_mask_width": 5,
+                                          "time_masks": 2, "time_mask_width": 6})
+    assert torch.equal(again, masked) and zero.any()
+
+
 # --------------------------------------------------------------------------------------------
 # Configuration and bad input
 
@@ -130,6 +169,10 @@ def test_config_file_overrides_and_types(tmp_path):
     assert cfg["train"]["epochs"] == 7 and cfg["train"]["seed"] == 5
     assert cfg["data"]["balance"] == "lang"
     assert parse_overrides(["a.b.c=1", "a.d=x y"]) == {"a": {"b": {"c": 1}, "d": "x y"}}
+    # A key that only one section has may go without its section.
+    bare = resolve_config("hgru", None, ["epochs=5", "lr=0.01", "hidden1=48"])
+    assert (bare["train"]["epochs"], bare["optim"]["lr"], bare["model"]["hidden1"]) == (
+        5, 0.01, 48)
 
 
 @pytest.mark.parametrize("setting, message", [
@@ -140,6 +183,8 @@ def test_config_file_overrides_and_types(tmp_path):
     ("data.crop_min_seconds=5", r"crop_min_seconds \(5.0\) must be > 0 and <= crop_max"),
     ("optim.lr=0", r"optim.lr: must be > 0"),
     ("oops", r"--set oops: expected section.key=value"),
+    ("name=x", r"--set name: ambiguous, say which: model.name, optim.name"),
+    ("nonsense=1", r"--set: unknown key 'nonsense'"),
 ])
 def test_bad_settings_are_named(setting, message):
     with pytest.raises(LreError, match=message):
@@ -175,6 +220,19 @@ def test_dev_language_not_in_train(corpus, tmp_path):
         train(corpus, tmp_path / "exp", dev_dir=dev, overrides=FAST)
 
 
+def test_dev_features_of_another_dimension(corpus, tmp_path):
+    import kaldiio
+
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    with kaldiio.WriteHelper(f"ark,scp:{dev}/feats.ark,{dev}/feats.scp") as writer:
+        writer("en-00", np.zeros((300, 13), dtype=np.float32))
+    (dev / "utt2lang").write_text("en-00 en\n")
+    with pytest.raises(LreError, match=r"dev/feats.scp: 13-dim features, but the training "
+                                       r"features are 40-dim"):
+        train(corpus, tmp_path / "exp", dev_dir=dev, overrides=FAST)
+
+
 def test_cli_reports_one_line_without_traceback(corpus, tmp_path, capsys):
     from lre.cli import main
 
@@ -184,3 +242,9 @@ def test_cli_reports_one_line_without_traceback(corpus, tmp_path, capsys):
     assert rc == 1 and "Traceback" not in err
     assert ("lre train: error: --set: unknown key 'train.epoch' (did you mean 'train.epochs'?)"
             in err)
+
+
+@pytest.mark.parametrize("name", ["hgru", "bigru", "tdnn"])
+def test_recipe_configs_resolve(name):
+    cfg = resolve_config(None, REPO / "recipes" / "synth" / "conf" / f"{name}.yaml")
+    assert cfg["model"]["name"] == name and cfg["train"]["epochs"] >= 1
