@@ -27,6 +27,8 @@ exp_dir=exp
 model=hgru            # hgru | bigru | tdnn | ecapa
 config=               # training config (default: recipes/<recipe>/conf/<model>.yaml)
 ngpu=0                # >1: DistributedDataParallel via torchrun, one process per GPU
+nproc=                # training processes per node (empty: ngpu if > 0; on a machine
+                      # without GPU, the recipe's cpu_train_nproc, else 1)
 num_nodes=1
 node_rank=0
 master_addr=127.0.0.1
@@ -54,6 +56,9 @@ Usage: $0 [options]
   --model NAME         hgru | bigru | tdnn | ecapa (default: $model)
   --config FILE        training config YAML (default: recipes/<recipe>/conf/<model>.yaml)
   --ngpu N             GPUs per node for training (default: $ngpu; >1 uses torchrun + DDP)
+  --nproc N            training processes per node (default: --ngpu if > 0; without a
+                       GPU the recipe's choice, e.g. 2 CPU processes for synth); >1 uses
+                       torchrun + DDP (gloo on CPU), the batch size being per process
   --num-nodes N        nodes for training (default: $num_nodes), with --node-rank,
                        --master-addr, --master-port
   --seed N             seed for every stage (default: $seed)
@@ -72,7 +77,7 @@ while [ $# -gt 0 ]; do
     --force) force=true; shift ;;
     --*)
       name=${1#--}; name=${name//-/_}
-      case " recipe corpus stage stop_stage nj cmd data_dir exp_dir model config ngpu num_nodes node_rank master_addr master_port seed prepare_opts feat_opts train_opts unknown_threshold " in
+      case " recipe corpus stage stop_stage nj cmd data_dir exp_dir model config ngpu nproc num_nodes node_rank master_addr master_port seed prepare_opts feat_opts train_opts unknown_threshold " in
         *" $name "*) ;;
         *) echo "$0: unknown option $1 (see --help)" >&2; exit 2 ;;
       esac
@@ -83,7 +88,7 @@ while [ $# -gt 0 ]; do
 done
 
 [ -d "recipes/$recipe" ] || { echo "$0: no recipe recipes/$recipe" >&2; exit 2; }
-for v in stage stop_stage nj ngpu num_nodes seed; do
+for v in stage stop_stage nj ngpu num_nodes seed ${nproc:+nproc}; do
   [[ ${!v} =~ ^[0-9]+$ ]] || { echo "$0: --${v//_/-} must be a number, got '${!v}'" >&2; exit 2; }
 done
 
@@ -163,12 +168,27 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     [ -n "$config" ] && train_args+=(--config "$config")
     # An interrupted run continues from its last checkpoint; --force starts afresh.
     if $force; then rm -rf "$model_dir/checkpoints"; else train_args+=(--resume); fi
-    if [ "$ngpu" -gt 1 ] || [ "$num_nodes" -gt 1 ]; then
+    if [ -z "$nproc" ]; then
+      if [ "$ngpu" -gt 0 ]; then
+        nproc=$ngpu
+      elif [ "${cpu_train_nproc:-1}" -gt 1 ] && \
+           [ "$(python -c 'import torch; print(torch.cuda.device_count())')" = 0 ]; then
+        nproc=$cpu_train_nproc
+      else
+        nproc=1
+      fi
+    fi
+    if [ "$nproc" -gt 1 ] || [ "$num_nodes" -gt 1 ]; then
+      log "stage 2: $nproc training process(es) per node, $num_nodes node(s)"
+      if [ "$num_nodes" -gt 1 ]; then
+        rendezvous=(--nnodes "$num_nodes" --node_rank "$node_rank"
+                    --master_addr "$master_addr" --master_port "$master_port")
+      else
+        rendezvous=(--standalone --nnodes 1)  # a free local port: runs side by side work
+      fi
       # shellcheck disable=SC2086
-      run_logged "$model_dir/log/run_train.log" torchrun --nnodes "$num_nodes" \
-        --nproc_per_node "$(( ngpu > 0 ? ngpu : 1 ))" --node_rank "$node_rank" \
-        --master_addr "$master_addr" --master_port "$master_port" \
-        -m lre.train "${train_args[@]}" $train_opts
+      run_logged "$model_dir/log/run_train.log" torchrun "${rendezvous[@]}" \
+        --nproc_per_node "$nproc" -m lre.train "${train_args[@]}" $train_opts
     else
       # shellcheck disable=SC2086
       run_logged "$model_dir/log/run_train.log" lre train "${train_args[@]}" $train_opts

@@ -73,10 +73,9 @@ def _wrapper(model: Any):
             self.model = model
 
         def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
-            out = self.model(feats, lengths)
-            seg_logits = self.model.segment_logits(feats, lengths)
+            out = self.model(feats, lengths, with_segments=True)
             return (out.logits, out.attention, out.segment_mask, out.segment_frames,
-                    seg_logits)
+                    out.segment_logits)
 
     return ExportedLidModel(model).eval()
 

@@ -143,8 +143,8 @@ class TorchRunner:
         x = torch.from_numpy(batch).to(self.device)
         n = torch.from_numpy(lengths).to(self.device)
         with torch.inference_mode():
-            out = self.model(x, n)
-            seg_logits = self.model.segment_logits(x, n) if timeline else None
+            out = self.model(x, n, with_segments=timeline)
+            seg_logits = out.segment_logits
         return split_outputs(
             out.logits.float().cpu().numpy(),
             out.attention.float().cpu().numpy(),

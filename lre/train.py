@@ -73,6 +73,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "eps": 1.0e-8,
         "grad_clip": 5.0,  # max gradient norm; 0 = off
         "label_smoothing": 0.0,
+        # Weight of an auxiliary loss: the classifier applied to every segment on its own
+        # (the per-segment posteriors), averaged over real segments. It gives the lower
+        # levels a short path to the labels.
+        "segment_loss": 0.0,
     },
     "schedule": {
         "warmup_epochs": 1.0,  # linear warm-up from lr / warmup steps to lr
@@ -276,6 +280,7 @@ def check_config(cfg: dict[str, Any]) -> None:
         (o["eps"] > 0, "optim.eps", "must be > 0"),
         (o["grad_clip"] >= 0, "optim.grad_clip", "must be >= 0 (0 = off)"),
         (0 <= o["label_smoothing"] < 1, "optim.label_smoothing", "must be in [0, 1)"),
+        (o["segment_loss"] >= 0, "optim.segment_loss", "must be >= 0"),
         (s["warmup_epochs"] >= 0, "schedule.warmup_epochs", "must be >= 0"),
         (0 <= s["min_lr_ratio"] <= 1, "schedule.min_lr_ratio", "must be in [0, 1]"),
         (0 < s["gamma"] <= 1, "schedule.gamma", "must be in (0, 1]"),
@@ -542,6 +547,13 @@ def _check_batch_errors(batch, bad_feats: str, dist: _Dist) -> bool:
     return True
 
 
+def _segment_loss(out, labels: torch.Tensor, loss_fn: torch.nn.Module) -> torch.Tensor:
+    """``loss_fn`` over every real segment, each labelled with its utterance's language."""
+    mask = out.segment_mask
+    seg_labels = labels[:, None].expand_as(mask)[mask]
+    return loss_fn(out.segment_logits[mask].float(), seg_labels)
+
+
 def _train_epoch(
     model: torch.nn.Module,
     loader,
@@ -559,12 +571,12 @@ def _train_epoch(
     stats = EpochStats()
     start = time.perf_counter()
     grad_clip = cfg["optim"]["grad_clip"]
+    segment_loss = cfg["optim"]["segment_loss"]
     a = cfg["augment"]
     augment = a if a["freq_warp"] > 0 or a["freq_masks"] > 0 or a["time_masks"] > 0 else None
-    # Into a log file (no terminal) the bar is redrawn rarely: only long epochs show it.
+    # The bar is for a terminal; in a log file the line per epoch says the same.
     bar = tqdm(total=len(loader), desc=desc, unit="batch", leave=False, dynamic_ncols=True,
-               disable=not (cfg["train"]["progress"] and dist.main),
-               mininterval=0.5 if sys.stderr.isatty() else 30.0)
+               disable=not (cfg["train"]["progress"] and dist.main and sys.stderr.isatty()))
     with bar:
         for step, batch in enumerate(loader, 1):
             if not _check_batch_errors(batch, cfg["data"]["bad_feats"], dist):
@@ -573,8 +585,10 @@ def _train_epoch(
             feats = augment_features(batch.feats, batch.lengths, augment) if augment else \
                 batch.feats
             with _autocast(dist.device, bf16):
-                out = model(feats, batch.lengths)
+                out = model(feats, batch.lengths, with_segments=segment_loss > 0)
             loss = loss_fn(out.logits.float(), batch.labels)
+            if segment_loss > 0:
+                loss = loss + segment_loss * _segment_loss(out, batch.labels, loss_fn)
             if not torch.isfinite(loss):
                 raise LreError(f"{desc}, step {step}: the loss is {loss.item()} "
                                "(try a lower optim.lr or check the features)")

@@ -73,6 +73,19 @@ def test_output_shapes_and_types(name):
     assert out.segment_mask.shape == (3, k) and out.segment_mask.dtype == torch.bool
     assert out.segment_frames.shape == (3, k, 2) and out.segment_frames.dtype == torch.int64
     assert seg.shape == (3, k, 4)
+    assert out.segment_logits is None
+
+
+@pytest.mark.parametrize("name", ["hgru", "bigru", "tdnn"])
+def test_forward_with_segments_equals_segment_logits(name):
+    model = tiny(name, langs=4).eval()
+    x, lengths = rand(3, 523), torch.tensor([523, 300, 10])
+    with torch.no_grad():
+        out = model(x, lengths, with_segments=True)
+        plain = model(x, lengths)
+        seg = model.segment_logits(x, lengths)
+    torch.testing.assert_close(out.segment_logits, seg, atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.logits, plain.logits, atol=0, rtol=0)
     assert torch.isfinite(out.logits).all() and torch.isfinite(seg).all()
     # padding segments: exactly zero attention and zero segment logits
     assert (out.attention[~out.segment_mask] == 0).all()
@@ -343,7 +356,7 @@ def test_save_load_round_trip(tmp_path, name):
     assert meta["extra"] == {"epoch": 7, "feats": {"kind": "fbank"}} and "state_dict" not in meta
     x, lengths = rand(2, 260), torch.tensor([260, 140])
     with torch.no_grad():
-        a, b = model(x, lengths), loaded(x, lengths)
+        a, b = model(x, lengths, with_segments=True), loaded(x, lengths, with_segments=True)
     for ta, tb in zip(a, b, strict=True):
         assert torch.equal(ta, tb)
 

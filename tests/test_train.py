@@ -104,7 +104,7 @@ def test_two_process_gloo_ddp(corpus, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
            "--nproc_per_node=2", "-m", "lre.train", "--train", str(corpus), "--dev",
            str(corpus), "--exp", str(exp), "--model", "hgru", "--set", *FAST,
-           "train.epochs=1"]
+           "train.epochs=1", "optim.segment_loss=0.5"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -118,6 +118,24 @@ def test_two_process_gloo_ddp(corpus, tmp_path):
     assert len(ckpt["rng"]) == 2 and ckpt["scheduler"]["last_epoch"] == 2
     for key, value in model.state_dict().items():
         assert torch.equal(value, ckpt["model"][key])
+
+
+def test_segment_loss_is_the_mean_over_real_segments():
+    from lre.models.base import ModelOutput
+    from lre.train import _segment_loss
+
+    seg = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [9.0, 9.0]],
+                        [[0.5, 0.0], [7.0, 7.0], [7.0, 7.0]]])
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    out = ModelOutput(torch.zeros(2, 2), torch.zeros(2, 3), mask, torch.zeros(2, 3, 2), seg)
+    labels = torch.tensor([0, 1])
+
+    def ce(logits, label):
+        return -np.log(np.exp(logits[label]) / np.exp(logits).sum())
+
+    expected = (ce([2.0, 0.0], 0) + ce([0.0, 1.0], 0) + ce([0.5, 0.0], 1)) / 3
+    loss = _segment_loss(out, labels, torch.nn.CrossEntropyLoss())
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_augmentation_warps_and_masks_exactly():

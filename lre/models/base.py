@@ -27,12 +27,15 @@ class ModelOutput(NamedTuple):
     segment_mask: ``(batch, segments)`` bool, True for real segments.
     segment_frames: ``(batch, segments, 2)`` int64 ``[start, end)`` frame span of each
         segment in the input frame sequence (spans are clipped to the utterance length).
+    segment_logits: ``(batch, segments, num_langs)`` per-segment logits (0 on padding), only
+        when ``forward(..., with_segments=True)``; else None.
     """
 
     logits: Tensor
     attention: Tensor
     segment_mask: Tensor
     segment_frames: Tensor
+    segment_logits: Tensor | None = None
 
 
 class LidModel(nn.Module):
@@ -63,9 +66,17 @@ class LidModel(nn.Module):
         self.config = resolve_config(self.name, self.DEFAULTS, config)
         self.min_frames = 1
 
-    def forward(self, feats: Tensor, lengths: Tensor) -> ModelOutput:  # pragma: no cover
-        """``feats (batch, frames, feat_dim)`` float, ``lengths (batch,)`` int64."""
+    def forward(self, feats: Tensor, lengths: Tensor, with_segments: bool = False
+                ) -> ModelOutput:  # pragma: no cover
+        """``feats (batch, frames, feat_dim)`` float, ``lengths (batch,)`` int64;
+        ``with_segments`` also fills ``ModelOutput.segment_logits``."""
         raise NotImplementedError
+
+    def _add_segment_logits(self, out: ModelOutput, feats: Tensor, lengths: Tensor
+                            ) -> ModelOutput:
+        """``out`` with ``segment_logits`` from a second pass (models whose segment
+        classifier does not reuse the pooled path's states)."""
+        return out._replace(segment_logits=self.segment_logits(feats, lengths))
 
     def segment_logits(self, feats: Tensor, lengths: Tensor) -> Tensor:  # pragma: no cover
         """Per-segment language logits ``(batch, segments, num_langs)`` (0 on padding)."""

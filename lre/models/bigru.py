@@ -85,14 +85,16 @@ class FlatBiGRU(LidModel):
         t = torch.cat([t, t.new_zeros((t.shape[0], pad, *t.shape[2:]))], dim=1)
         return t.reshape(t.shape[0], -1, self.block_frames, *t.shape[2:])
 
-    def forward(self, feats: Tensor, lengths: Tensor) -> ModelOutput:
+    def forward(self, feats: Tensor, lengths: Tensor, with_segments: bool = False
+                ) -> ModelOutput:
         """``feats (batch, frames, feat_dim)``, ``lengths (batch,)`` -> :class:`ModelOutput`;
         attention per block = sum of the frame attention inside the block."""
         h, mask, lengths = self.encode(feats, lengths)
         pooled, weights = self.attention(h, mask)
         _, seg_mask, spans = block_layout(lengths, h.shape[1], self.block_frames)
         block_weights = self._blocks(weights).sum(dim=2)
-        return ModelOutput(self.classifier(pooled), block_weights, seg_mask, spans)
+        out = ModelOutput(self.classifier(pooled), block_weights, seg_mask, spans)
+        return self._add_segment_logits(out, feats, lengths) if with_segments else out
 
     def segment_logits(self, feats: Tensor, lengths: Tensor) -> Tensor:
         """Logits ``(batch, blocks, num_langs)`` of each block pooled on its own (attention

@@ -108,12 +108,14 @@ class EcapaTDNN(LidModel):
         lengths = lengths.clamp(max=max(int(feats.shape[1]), 1))
         return zero_padding(feats, lengths), lengths
 
-    def forward(self, feats: Tensor, lengths: Tensor) -> ModelOutput:
+    def forward(self, feats: Tensor, lengths: Tensor, with_segments: bool = False
+                ) -> ModelOutput:
         """``feats (batch, frames, feat_dim)``, ``lengths (batch,)`` -> :class:`ModelOutput`."""
         x, lengths = self._prepare(feats, lengths)
         _, mask, spans = block_layout(lengths, feats.shape[1], self.block_frames)
         share = (spans[:, :, 1] - spans[:, :, 0]).to(x.dtype) / lengths[:, None].to(x.dtype)
-        return ModelOutput(self._logits(x, lengths), share, mask, spans)
+        out = ModelOutput(self._logits(x, lengths), share, mask, spans)
+        return self._add_segment_logits(out, feats, lengths) if with_segments else out
 
     def segment_logits(self, feats: Tensor, lengths: Tensor) -> Tensor:
         """Logits ``(batch, blocks, num_langs)`` of each block classified on its own."""

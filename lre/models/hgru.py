@@ -302,17 +302,24 @@ class HGRU(LidModel):
                             lengths[:, None])
         return h, mask, torch.stack([start, end], dim=2)
 
-    def forward(self, feats: Tensor, lengths: Tensor) -> ModelOutput:
+    def forward(self, feats: Tensor, lengths: Tensor, with_segments: bool = False
+                ) -> ModelOutput:
         """``feats (batch, frames, feat_dim)``, ``lengths (batch,)`` -> :class:`ModelOutput`
-        with logits ``(batch, num_langs)`` and per-segment attention ``(batch, segments)``."""
+        with logits ``(batch, num_langs)`` and per-segment attention ``(batch, segments)``;
+        ``with_segments`` adds the per-segment logits from the same level-3 states."""
         h, mask, spans = self.encode(feats, lengths)
         pooled, weights = self.attention(h, mask)
-        return ModelOutput(self.classifier(pooled), weights, mask, spans)
+        seg_logits = self._classify_segments(h, mask) if with_segments else None
+        return ModelOutput(self.classifier(pooled), weights, mask, spans, seg_logits)
 
     def segment_logits(self, feats: Tensor, lengths: Tensor) -> Tensor:
         """The classifier applied to each level-3 state ``h_k``: ``(batch, segments,
         num_langs)`` logits, 0 on padding segments."""
         h, mask, _ = self.encode(feats, lengths)
+        return self._classify_segments(h, mask)
+
+    def _classify_segments(self, h: Tensor, mask: Tensor) -> Tensor:
+        """``h (batch, segments, 2*hidden3)`` -> logits ``(batch, segments, num_langs)``."""
         logits = self.classifier(h)
         return torch.where(mask[:, :, None], logits, torch.zeros((), dtype=logits.dtype,
                                                                  device=logits.device))

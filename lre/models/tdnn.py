@@ -125,7 +125,8 @@ class XVectorTDNN(LidModel):
         """``(rows, 2 * stats_channels)`` -> logits ``(rows, num_langs)``."""
         return self.output(self.segment7(self.segment6(stats)))
 
-    def forward(self, feats: Tensor, lengths: Tensor) -> ModelOutput:
+    def forward(self, feats: Tensor, lengths: Tensor, with_segments: bool = False
+                ) -> ModelOutput:
         """``feats (batch, frames, feat_dim)``, ``lengths (batch,)`` -> :class:`ModelOutput`;
         attention of a block = its share of the utterance's frames."""
         y, valid, lengths = self.frame_outputs(feats, lengths)
@@ -134,7 +135,8 @@ class XVectorTDNN(LidModel):
         stats = self._pool(y, w[:, None, :])[:, 0]
         _, mask, spans = block_layout(lengths, feats.shape[1], self.block_frames)
         share = (spans[:, :, 1] - spans[:, :, 0]).to(y.dtype) / lengths[:, None].to(y.dtype)
-        return ModelOutput(self._classify(stats), share, mask, spans)
+        out = ModelOutput(self._classify(stats), share, mask, spans)
+        return self._add_segment_logits(out, feats, lengths) if with_segments else out
 
     def segment_logits(self, feats: Tensor, lengths: Tensor) -> Tensor:
         """Logits ``(batch, blocks, num_langs)`` from the statistics of the output frames

@@ -7,7 +7,7 @@
 #   --nj N               parallel espeak-ng processes (default 2)
 #   --seed N             corpus seed: same seed, same text, speakers and audio (default 0)
 #   --langs en,de,...    languages (default: en de fr es it pt nl da ru uk pl cs fi hu)
-#   --train-per-lang N   utterances per language in train (default 48)
+#   --train-per-lang N   utterances per language in train (default 160)
 #   --dev-per-lang N     ... in dev (default 12)
 #   --test-per-lang N    ... in test (default 12)
 #   --utts-per-spk N     utterances per synthetic speaker (default 3)
