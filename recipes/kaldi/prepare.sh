@@ -18,36 +18,8 @@
 # Ids and conventions: recipes/kaldi/README.md.
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
-
-corpus=
-data_root=
-args=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --corpus)
-      [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 2; }
-      corpus=$2; shift 2 ;;
-    --seed)
-      [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 2; }
-      shift 2 ;;  # official splits: nothing random to seed
-    --no-probe) args+=("$1"); shift ;;
-    --*=*) args+=("$1"); shift ;;
-    --*)
-      [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 2; }
-      args+=("$1" "$2"); shift 2 ;;
-    *)
-      [ -z "$data_root" ] || { echo "$0: more than one data root: $data_root $1" >&2; exit 2; }
-      data_root=$1; shift ;;
-  esac
-done
-[ -n "$data_root" ] || { usage >&2; exit 2; }
-[ -n "$corpus" ] || { echo "$0: pass the corpus location with --corpus DIR" >&2; exit 2; }
-[ -d "$corpus" ] || { echo "$0: $corpus: not a directory" >&2; exit 2; }
-
-lre=lre
-[ -x "${LRE_VENV:-$root/.venv}/bin/lre" ] && lre=${LRE_VENV:-$root/.venv}/bin/lre
-command -v "$lre" >/dev/null || { echo "$0: lre is not installed; run tools/setup.sh" >&2; exit 1; }
+# shellcheck source=recipes/prepare_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../prepare_lib.sh"
+parse_prepare_args --flags "--no-probe" --ignore-seed -- "$@"
+find_lre
 exec "$lre" prepare kaldi "$corpus" "$data_root" ${args[@]+"${args[@]}"}

@@ -16,31 +16,10 @@
 # Any other option is passed to `lre prepare synth` (see `lre prepare synth -h`).
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
-
-data_root=
-args=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --corpus)
-      echo "$0: the synthetic corpus is generated here; it takes no --corpus" >&2; exit 2 ;;
-    --no-progress) args+=("$1"); shift ;;
-    --*=*) args+=("$1"); shift ;;
-    --*)
-      [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 2; }
-      args+=("$1" "$2"); shift 2 ;;
-    *)
-      [ -z "$data_root" ] || { echo "$0: more than one data root: $data_root $1" >&2; exit 2; }
-      data_root=$1; shift ;;
-  esac
-done
-[ -n "$data_root" ] || { usage >&2; exit 2; }
-
-lre=lre
-[ -x "${LRE_VENV:-$root/.venv}/bin/lre" ] && lre=${LRE_VENV:-$root/.venv}/bin/lre
-command -v "$lre" >/dev/null || { echo "$0: lre is not installed; run tools/setup.sh" >&2; exit 1; }
+# shellcheck source=recipes/prepare_lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../prepare_lib.sh"
+parse_prepare_args --flags "--no-progress" --no-corpus -- "$@"
+find_lre
 command -v espeak-ng >/dev/null || {
   echo "$0: espeak-ng is not installed; run tools/setup.sh (or: sudo apt-get install espeak-ng)" >&2
   exit 1
