@@ -173,7 +173,8 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
         nproc=$ngpu
       elif [ "${cpu_train_nproc:-1}" -gt 1 ] && \
            [ "$(python -c 'import torch; print(torch.cuda.device_count())')" = 0 ]; then
-        nproc=$cpu_train_nproc
+        cores=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+        nproc=$(( cpu_train_nproc < cores ? cpu_train_nproc : cores ))
       else
         nproc=1
       fi
