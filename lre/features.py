@@ -1139,10 +1139,9 @@ def cli_features(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     data = Path(args.data)
     exp = Path(args.exp) if args.exp else Path("exp") / "make_feats" / data.resolve().name
-    report = compute_features(data, config, nj=args.nj, cmd=args.cmd, feat_dir=args.feat_dir,
-                              log_dir=exp / "log", max_fail_share=args.max_fail_share,
-                              force=args.force)
-    print(report.summary())
+    # compute_features logs its report's summary
+    compute_features(data, config, nj=args.nj, cmd=args.cmd, feat_dir=args.feat_dir,
+                     log_dir=exp / "log", max_fail_share=args.max_fail_share, force=args.force)
     return 0
 
 

@@ -635,8 +635,9 @@ def score_datadir(
     if not results:
         raise LreError(f"{data_dir}: no utterance could be scored")
     paths = write_results(out_dir, model.langs, results, model.calibrator)
-    logger.info("scored %d utterances into %s%s", len(results), out_dir,
-                " (calibrated)" if model.calibrator.active else "")
+    logger.info("scored %d utterances into %s%s%s", len(results), out_dir,
+                " (calibrated)" if model.calibrator.active else "",
+                f"; {len(failed)} failed, listed in score_failed" if failed else "")
     return ScoreReport(out_dir, len(results), failed, model.calibrator.active, paths)
 
 
@@ -655,7 +656,7 @@ def cli_score_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_score(args: argparse.Namespace) -> int:
-    report = score_datadir(
+    score_datadir(  # logs what it wrote
         args.model_dir,
         args.data,
         args.out,
@@ -665,6 +666,4 @@ def cli_score(args: argparse.Namespace) -> int:
         max_chunk_seconds=args.max_chunk_seconds,
         device=args.device,
     )
-    print(f"scored {report.scored} utterances -> {report.out_dir}"
-          + (f" ({len(report.failed)} failed, see score_failed)" if report.failed else ""))
     return 0
