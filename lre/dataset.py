@@ -117,13 +117,15 @@ class SegmentGeometry:
     span: int = DEFAULT_SEGMENT_SPAN
     frame_shift: float = 0.01
 
-    def frames(self, segments: int) -> int:
-        """Frames needed for ``segments`` whole segments."""
+    def frames(self, segments: int | np.ndarray) -> int | np.ndarray:
+        """Frames needed for ``segments`` whole segments (elementwise for arrays)."""
         return (segments - 1) * self.hop + self.span
 
-    def segments(self, frames: int) -> int:
-        """Whole segments in ``frames`` frames (0 when shorter than one segment)."""
-        return 0 if frames < self.span else (frames - self.span) // self.hop + 1
+    def segments(self, frames: int | np.ndarray) -> int | np.ndarray:
+        """Whole segments in ``frames`` frames, 0 when shorter than one segment (elementwise
+        for arrays)."""
+        whole = np.maximum((np.asarray(frames) - self.span) // self.hop + 1, 0)
+        return int(whole) if whole.ndim == 0 else whole
 
     def seconds_to_segments(self, seconds: float) -> int:
         """Nearest whole number of segments (at least 1) to ``seconds`` of speech."""
@@ -689,10 +691,9 @@ class TrainBatchSampler:
         lo, hi = self.crop_segments
         wanted = rng.integers(lo, hi + 1, size=len(items))
         lengths = self.lengths[items]
-        hop, span = self.geometry.hop, self.geometry.span
-        available = np.where(lengths >= span, (lengths - span) // hop + 1, 0)
+        available = self.geometry.segments(lengths)
         # Whole segments, as many as wanted and available; shorter utterances whole (padded).
-        whole = (np.minimum(wanted, available) - 1) * hop + span
+        whole = self.geometry.frames(np.minimum(wanted, available))
         frames = np.where(available >= 1, whole, lengths)
         starts = (rng.random(len(items)) * (lengths - frames + 1)).astype(np.int64)
         requests = list(zip(items.tolist(), starts.tolist(), frames.tolist(), strict=True))
