@@ -273,9 +273,5 @@ def cli_calibrate_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_calibrate(args: argparse.Namespace) -> int:
-    calib = calibrate(args.scores, args.data, args.out, method=args.method, c=args.c)
-    dev = calib["dev"]
-    print(f"calibration ({calib['method']}): dev Cllr_mc {dev['Cllr_mc_raw']:.4f} -> "
-          f"{dev['Cllr_mc_calibrated']:.4f} bits on {dev['num_utts']} utterances; "
-          f"wrote {args.out}")
+    calibrate(args.scores, args.data, args.out, method=args.method, c=args.c)  # logs a summary
     return 0
