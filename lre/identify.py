@@ -358,12 +358,25 @@ class Identifier:
     def _num_frames(self, num_samples: int) -> int:
         return int(self.feats_config.kaldi.num_frames(num_samples))
 
-    def chunk_samples(self, f0: int, f1: int, total: int, num_samples: int) -> tuple[int, int]:
-        """Samples ``[start, end)`` from which the features give exactly frames ``f0..f1-1``
-        of the whole file (Kaldi framing, with or without ``snip_edges``)."""
+    def chunk_samples(self, f0: int, f1: int, total: int, num_samples: int
+                      ) -> tuple[int, int, int]:
+        """``(start, end, skip)``: the features of samples ``[start, end)``, from frame
+        ``skip`` on, are frames ``f0..f1-1`` of the whole file (Kaldi framing).
+
+        With ``snip_edges`` a frame's window lies inside the file, so the samples of the
+        chunk's frames suffice. Without it, frame ``i``'s window starts at
+        ``i * hop - (win // 2 - hop // 2)`` and is mirrored at the file's ends only: a
+        chunk inside the file starts ``skip`` frames early so that its first wanted frame
+        reads real samples instead of a mirror image, and ends where its last frame's window
+        does; frames before ``skip`` and after ``f1 - f0`` are dropped.
+        """
+        hop, win = self.hop, self.win
         if self.feats_config.kaldi.snip_edges:
-            return f0 * self.hop, (f1 - 1) * self.hop + self.win
-        return f0 * self.hop, (f1 * self.hop if f1 < total else num_samples)
+            return f0 * hop, (f1 - 1) * hop + win, 0
+        reach = win // 2 - hop // 2            # samples a window reaches before its frame
+        skip = min(f0, -(-reach // hop))
+        end = num_samples if f1 == total else min(num_samples, (f1 - 1) * hop - reach + win)
+        return (f0 - skip) * hop, end, skip
 
     # -- the work ---------------------------------------------------------------------------
 
@@ -385,7 +398,7 @@ class Identifier:
         Raises:
             LreError: unreadable audio, too short, or no speech found.
         """
-        from lre.features import extract, postprocess
+        from lre.features import energy_vad, extract_with_energy, postprocess
 
         cfg = self.feats_config
         stream = self._open(audio, sample_rate, chunked=self.chunk_seconds is not None)
@@ -399,12 +412,13 @@ class Identifier:
                 bounds = chunk_bounds(total, max(1, round(self.chunk_seconds / cfg.frame_shift)))
             parts: list[ChunkResult] = []
             for f0, f1 in bounds:
-                wave = stream.read(*self.chunk_samples(f0, f1, total, stream.num_samples))
-                feats, vad = extract(wave, cfg)
-                if len(feats) != f1 - f0:  # framing must match the whole file's
-                    raise LreError(f"{stream.name}: chunk {f0}-{f1} gave {len(feats)} frames, "
-                                   f"expected {f1 - f0}")
-                vad = np.asarray(vad, dtype=bool)
+                start, end, skip = self.chunk_samples(f0, f1, total, stream.num_samples)
+                feats, energy = extract_with_energy(stream.read(start, end), cfg)
+                if len(feats) < skip + f1 - f0:  # framing must match the whole file's
+                    raise LreError(f"{stream.name}: chunk {f0}-{f1} gave {len(feats) - skip} "
+                                   f"frames, expected {f1 - f0}")
+                feats = feats[skip:skip + f1 - f0]
+                vad = np.asarray(energy_vad(energy[skip:skip + f1 - f0], cfg.vad), dtype=bool)
                 if not vad.any():
                     logger.debug("%s: no speech in %.1f-%.1f s", stream.name,
                                  f0 * cfg.frame_shift, f1 * cfg.frame_shift)

@@ -15,7 +15,7 @@ import torch
 import lre
 from lre.cli import main
 from lre.data.audio import load_audio, resample
-from lre.features import FeatureConfig
+from lre.features import FeatureConfig, KaldiOptions, extract_with_energy
 from lre.identify import AudioStream, Identifier
 from lre.models import build_model, save_model
 from lre.score import chunk_bounds
@@ -136,6 +136,38 @@ def test_long_file_is_read_in_chunks_in_file_time(env):
     assert offset == len(r.segments)
     expected = np.exp(log_post - np.logaddexp.reduce(log_post))
     np.testing.assert_allclose(list(r.posteriors.values()), expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("snip_edges", [True, False])
+def test_chunk_features_are_the_whole_files_frames(env, tmp_path, snip_edges):
+    """The samples read for a chunk give exactly the whole file's feature frames of that
+    chunk, also without snip_edges (mirrored edges at the file's ends only), and a chunked
+    identify then puts every segment where the whole-file framing has it."""
+    cfg = FeatureConfig(kaldi=KaldiOptions(num_mel_bins=40, dither=0.0,
+                                           snip_edges=snip_edges))
+    exp = make_exp(tmp_path / "exp", cfg)
+    ident = Identifier.from_pretrained(exp, chunk_seconds=3)
+    audio = env["long_audio"][: 10 * SR + 123]  # not a whole number of frames
+    whole, _ = extract_with_energy(audio, cfg)
+    total = len(whole)
+    assert total == cfg.kaldi.num_frames(len(audio))
+    bounds = chunk_bounds(total, 300)
+    assert len(bounds) == 4
+    naive_error = 0.0
+    for f0, f1 in bounds:
+        start, end, skip = ident.chunk_samples(f0, f1, total, len(audio))
+        feats, _ = extract_with_energy(audio[start:end], cfg)
+        np.testing.assert_allclose(feats[skip:skip + f1 - f0], whole[f0:f1], atol=2e-4,
+                                   err_msg=f"chunk {f0}-{f1}")
+        if f0 > 0:  # reading from the chunk's first frame's hop instead
+            naive, _ = extract_with_energy(audio[f0 * 160:end], cfg)
+            naive_error = max(naive_error, float(np.abs(naive[0] - whole[f0]).max()))
+    # without snip_edges that would mirror the first window of a chunk starting in speech
+    assert (naive_error > 0.1) == (not snip_edges)
+    chunked = ident.identify(audio)
+    assert chunked.chunks == 4
+    starts = [s["start"] for s in chunked.segments]
+    assert starts == sorted(starts) and chunked.segments[-1]["end"] <= len(audio) / SR + 0.03
 
 
 def test_stream_reads_equal_whole_file_resampling(tmp_path):
