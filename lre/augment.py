@@ -27,7 +27,8 @@ speaker id and the dir sorts consistently. Augmented audio is written as 16-bit 
 copies of one recording on the same side of a split) and ``utt2aug`` says what was done.
 Everything random is drawn from ``--seed``, the perturbation and the utterance id, so the
 same seed gives byte-identical audio whatever the order or subset processed. A re-run with
-the same options reuses the WAVs already written.
+the same options reuses the WAVs already written. ``--nj N`` writes the copies in N worker
+processes; the output does not depend on N.
 """
 
 from __future__ import annotations
@@ -376,21 +377,135 @@ def perturb(
 # ----------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Copy:
+    """One augmented copy written (or found) under ``<out>/wav``."""
+
+    utt: str
+    desc: str
+    num_samples: int
+    reused: bool
+
+
+# What the parts of one augmentation share, set once per process by _start_worker: the
+# source dir, the options, every source utterance id (babble is drawn from all of them) and
+# the noise material loaded so far.
+_worker: dict[str, object] = {}
+
+
+def _start_worker(src: str, wav_dir: str, opts: AugmentOptions, all_utts: list[str],
+                  threads: int | None = 1) -> None:
+    from lre.data.datadir import DataDir
+
+    if threads is not None:  # in a worker process: the processes are the parallelism
+        import torch
+
+        torch.set_num_threads(threads)
+    dd = DataDir.load(src)
+    _worker.clear()
+    _worker.update(dd=dd, wav_dir=Path(wav_dir), opts=opts,
+                   sources=_Sources(dd, opts, all_utts))
+
+
+def _augment_part(part: list[str], previous: dict[str, str]
+                  ) -> list[tuple[str, float, list[_Copy]] | tuple[str, str]]:
+    """Write the copies of the source utterances ``part`` (after :func:`_start_worker`).
+
+    Returns per source utterance, in order, ``(utt, seconds, copies)`` or, when it cannot
+    be read, ``(utt, error)``. Every random draw depends only on the seed, the kind of copy
+    and the utterance id, so how the utterances are split into parts changes no byte.
+    """
+    from lre.data.audio import iter_audio
+
+    dd, wav_dir, opts, sources = (_worker["dd"], _worker["wav_dir"], _worker["opts"],
+                                  _worker["sources"])
+    assert isinstance(opts, AugmentOptions) and isinstance(wav_dir, Path)
+    assert isinstance(sources, _Sources)
+    results: list[tuple[str, float, list[_Copy]] | tuple[str, str]] = []
+    for utt, wave in iter_audio(dd, opts.sample_rate, part):  # type: ignore[arg-type]
+        if isinstance(wave, Exception):
+            results.append((utt, str(wave)))
+            continue
+        copies = []
+        for kind in opts.kinds:
+            new = f"{kind}-{utt}"
+            path = wav_dir / f"{new}.wav"
+            if new in previous and path.is_file():
+                copies.append(_Copy(new, previous[new], sf.info(str(path)).frames, True))
+                continue
+            audio, desc = perturb(kind, utt, wave, opts, sources)
+            audio, gain = _limit(audio)
+            if gain != 1.0:
+                desc += f" gain={gain:.4f}"
+            with atomic_open(path, "wb") as f:
+                sf.write(f, audio, opts.sample_rate, format="WAV", subtype="PCM_16")
+            copies.append(_Copy(new, desc, len(audio), False))
+        results.append((utt, len(wave) / opts.sample_rate, copies))
+    return results
+
+
+def _run_parts(src: Path, wav_dir: Path, opts: AugmentOptions, utts: list[str],
+               previous: dict[str, str], nj: int, out: Path
+               ) -> list[tuple[str, float, list[_Copy]] | tuple[str, str]]:
+    """:func:`_augment_part` over all ``utts``, in ``nj`` processes when ``nj`` > 1;
+    results in the order of ``utts``."""
+    nj = max(1, min(nj, len(utts)))
+    # Parts of at most 50 utterances: progress shows, and the processes finish together.
+    size = max(1, min(50, math.ceil(len(utts) / nj)))
+    parts = [utts[i:i + size] for i in range(0, len(utts), size)]
+
+    def args(part: list[str]) -> tuple[list[str], dict[str, str]]:
+        mine = {f"{kind}-{utt}" for utt in part for kind in opts.kinds}
+        return part, {k: v for k, v in previous.items() if k in mine}
+
+    results: list[tuple[str, float, list[_Copy]] | tuple[str, str]] = []
+    step = max(200, len(utts) // 20)  # about 20 progress lines at most
+    logged = 0
+
+    def progress(part_results: list) -> None:
+        nonlocal logged
+        results.extend(part_results)
+        if len(results) - logged >= step or len(results) == len(utts):
+            logged = len(results)
+            logger.info("%s: %d of %d source utterances", out, logged, len(utts))
+
+    start = (str(src), str(wav_dir), opts, utts)
+    if nj == 1:
+        _start_worker(*start, threads=None)
+        try:
+            for part in parts:
+                progress(_augment_part(*args(part)))
+        finally:
+            _worker.clear()  # and with it the noise material
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: a forked copy of a process that has started torch threads can deadlock.
+    with ProcessPoolExecutor(nj, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_worker, initargs=start) as pool:
+        for future in [pool.submit(_augment_part, *args(part)) for part in parts]:
+            progress(future.result())
+    return results
+
+
 def augment_data_dir(
-    src: str | os.PathLike, out: str | os.PathLike, opts: AugmentOptions
+    src: str | os.PathLike, out: str | os.PathLike, opts: AugmentOptions, nj: int = 1
 ) -> AugmentReport:
-    """Write the augmented data dir ``out`` from ``src`` (see the module docstring).
+    """Write the augmented data dir ``out`` from ``src`` (see the module docstring), with
+    ``nj`` worker processes (the output does not depend on ``nj``).
 
     Unreadable source utterances are skipped (listed in ``out/augment_failed``); the
     result is validated before returning.
     """
-    from lre.data.audio import iter_audio
     from lre.data.datadir import DataDir, Segment, read_kv, validate, write_kv
 
     opts.check()
     src, out = Path(src), Path(out)
     if src.resolve() == out.resolve():
         raise LreError(f"{out}: the output dir must differ from the input dir")
+    if nj < 1:
+        raise LreError(f"--nj must be at least 1, got {nj}")
     dd = DataDir.load(src)
     utts = dd.utts
     if not utts:
@@ -404,7 +519,6 @@ def augment_data_dir(
             and (out / "utt2aug").is_file()):
         previous = read_kv(out / "utt2aug")
     atomic_write_text(out / OPTIONS_FILE, "")  # invalid until this run completes
-    sources = _Sources(dd, opts, utts)
     report = AugmentReport(out=out, num_sources=len(utts), num_utts=0)
 
     wav_scp: dict[str, str] = {}
@@ -414,11 +528,12 @@ def augment_data_dir(
     utt2uniq: dict[str, str] = {}
     utt2aug: dict[str, str] = {}
     segments: dict[str, Segment] = {}
-    kinds = opts.kinds
-    for n_done, (utt, wave) in enumerate(iter_audio(dd, opts.sample_rate), 1):
-        if isinstance(wave, Exception):
-            report.failed[utt] = str(wave)
+    for result in _run_parts(src, wav_dir, opts, utts, previous, nj, out):
+        utt = result[0]
+        if len(result) == 2:
+            report.failed[utt] = result[1]
             continue
+        _, seconds, copies = result
         if opts.keep_original:
             spec, start, end = dd.audio_spec(utt)
             if dd.segments is not None:
@@ -428,35 +543,21 @@ def augment_data_dir(
             else:
                 wav_scp[utt] = spec
             utt2lang[utt], utt2spk[utt], utt2uniq[utt] = dd.utt2lang[utt], dd.utt2spk[utt], utt
-            utt2dur[utt] = len(wave) / opts.sample_rate
+            utt2dur[utt] = seconds
             utt2aug[utt] = "original"
-        for kind in kinds:
-            new = f"{kind}-{utt}"
-            path = wav_dir / f"{new}.wav"
-            if new in previous and path.is_file():
-                desc = previous[new]
-                num_samples = sf.info(str(path)).frames
-                report.reused += 1
-            else:
-                audio, desc = perturb(kind, utt, wave, opts, sources)
-                audio, gain = _limit(audio)
-                if gain != 1.0:
-                    desc += f" gain={gain:.4f}"
-                with atomic_open(path, "wb") as f:
-                    sf.write(f, audio, opts.sample_rate, format="WAV", subtype="PCM_16")
-                num_samples = len(audio)
+        for copy in copies:
+            new, kind = copy.utt, copy.utt[: -len(utt) - 1]
+            report.reused += copy.reused
             if dd.segments is not None and opts.keep_original:
                 if new in dd.wav_scp:
                     raise LreError(f"{src}: recording id '{new}' clashes with a new utterance id")
-                segments[new] = Segment(new, 0.0, num_samples / opts.sample_rate)
-            wav_scp[new] = str(path)
+                segments[new] = Segment(new, 0.0, copy.num_samples / opts.sample_rate)
+            wav_scp[new] = str(wav_dir / f"{new}.wav")
             utt2lang[new] = dd.utt2lang[utt]
             utt2spk[new] = f"{kind}-{dd.utt2spk[utt]}"
-            utt2dur[new] = num_samples / opts.sample_rate
+            utt2dur[new] = copy.num_samples / opts.sample_rate
             utt2uniq[new] = utt
-            utt2aug[new] = desc
-        if n_done % 200 == 0:
-            logger.info("%s: %d of %d source utterances", out, n_done, len(utts))
+            utt2aug[new] = copy.desc
     if not utt2lang:
         raise LreError(f"{src}: no readable utterance to augment")
     DataDir(out, wav_scp=wav_scp, utt2lang=utt2lang, utt2spk=utt2spk,
@@ -524,6 +625,8 @@ def cli_augment_args(parser: argparse.ArgumentParser) -> None:
                         help="leave the original utterances out of the output")
     parser.add_argument("--sample-rate", type=int, default=16000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--nj", type=int, default=1,
+                        help="worker processes (default 1); the output does not depend on it")
 
 
 def cli_augment(args: argparse.Namespace) -> int:
@@ -540,7 +643,7 @@ def cli_augment(args: argparse.Namespace) -> int:
         rt60=_range(args.rt60, "--rt60"), telephone=args.telephone,
         keep_original=not args.no_original, seed=args.seed, sample_rate=args.sample_rate,
     )
-    augment_data_dir(args.src, args.out, opts)  # logs its report's summary
+    augment_data_dir(args.src, args.out, opts, nj=args.nj)  # logs its report's summary
     return 0
 
 

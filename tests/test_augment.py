@@ -140,6 +140,28 @@ def test_same_seed_same_audio(src, tmp_path):
     assert (tmp_path / "a" / "utt2aug").read_text() == (tmp_path / "b" / "utt2aug").read_text()
 
 
+def test_worker_processes_write_the_same_dir(src, tmp_path):
+    """--nj 2 (spawned workers, parts of the utterance list) == --nj 1, byte for byte, with
+    the unreadable source still listed; a re-run reuses every WAV the workers wrote."""
+    opts = AugmentOptions(speeds=(1.1,), noises=("pink", "babble"), telephone=True, seed=2)
+    one = augment_data_dir(src, tmp_path / "one", opts, nj=1)
+    two = augment_data_dir(src, tmp_path / "two", opts, nj=2)
+    assert one.num_utts == two.num_utts == 4 * len(GOOD)
+    assert list(two.failed) == ["s4-bad"]
+    for name in ("utt2lang", "utt2spk", "utt2dur", "utt2uniq", "utt2aug", "augment_failed"):
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text()
+    wavs = sorted(p.name for p in (tmp_path / "one" / "wav").iterdir())
+    assert len(wavs) == 3 * len(GOOD)
+    assert wavs == sorted(p.name for p in (tmp_path / "two" / "wav").iterdir())
+    for name in wavs:
+        assert ((tmp_path / "one" / "wav" / name).read_bytes()
+                == (tmp_path / "two" / "wav" / name).read_bytes()), name
+    again = augment_data_dir(src, tmp_path / "two", opts, nj=1)
+    assert again.reused == 3 * len(GOOD)
+    with pytest.raises(LreError, match="--nj must be at least 1"):
+        augment_data_dir(src, tmp_path / "zero", opts, nj=0)
+
+
 def test_real_rir_is_aligned_on_its_direct_path(src, tmp_path):
     rir = np.zeros(800, np.float32)
     rir[40] = 1.0  # a pure delay: the reverberated copy must equal the input
