@@ -95,7 +95,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "epochs": 30,
         "patience": 0,  # stop after this many epochs without a better dev score; 0 = never
         "select_by": "accuracy",  # accuracy | loss: what makes best.pt
-        "final_weights": "best",  # best | last: the weights final.pt holds
+        "final_weights": "best",  # best | last | average: the weights final.pt holds
+        # Average the weights at the end of each of the last N epochs (0 = off), as in
+        # stochastic weight averaging; the average is scored on dev every epoch it changes.
+        "average_last": 0,
         "keep_checkpoints": 3,
         "seed": 0,
         "precision": "auto",  # auto (bf16 on GPU) | bf16 | fp32
@@ -107,7 +110,7 @@ _CHOICES = {
     "optim.name": ("adam", "adamw"),
     "schedule.decay": ("cosine", "exponential", "none"),
     "train.select_by": ("accuracy", "loss"),
-    "train.final_weights": ("best", "last"),
+    "train.final_weights": ("best", "last", "average"),
     "train.precision": ("auto", "bf16", "fp32"),
 }
 
@@ -287,6 +290,9 @@ def check_config(cfg: dict[str, Any]) -> None:
         (t["epochs"] >= 1, "train.epochs", "must be >= 1"),
         (t["patience"] >= 0, "train.patience", "must be >= 0 (0 = no early stopping)"),
         (t["keep_checkpoints"] >= 1, "train.keep_checkpoints", "must be >= 1"),
+        (t["average_last"] >= 0, "train.average_last", "must be >= 0 (0 = off)"),
+        (t["final_weights"] != "average" or t["average_last"] >= 1, "train.final_weights",
+         "average needs train.average_last >= 1"),
         (t["threads"] >= 0, "train.threads", "must be >= 0"),
     ]
     a = cfg["augment"]
@@ -677,8 +683,8 @@ class _Progress:
 # Outputs
 
 
-_CSV_FIELDS = ["epoch", "train_loss", "train_acc", "dev_loss", "dev_acc", "lr", "seconds",
-               "frames_per_s"]
+_CSV_FIELDS = ["epoch", "train_loss", "train_acc", "dev_loss", "dev_acc", "avg_dev_loss",
+               "avg_dev_acc", "lr", "seconds", "frames_per_s"]
 
 
 def _write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
@@ -691,7 +697,8 @@ def _write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 def plot_training_curves(history: list[dict[str, Any]], path: str | os.PathLike) -> None:
-    """Loss and accuracy per epoch (train and, when there, dev) into a PNG."""
+    """Loss and accuracy per epoch (train and, when there, dev and dev with the averaged
+    weights) into a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -704,6 +711,10 @@ def plot_training_curves(history: list[dict[str, Any]], path: str | os.PathLike)
         ax.plot(epochs, [h[f"train_{key}"] for h in history], marker=marker, label="train")
         if any(h.get(f"dev_{key}") is not None for h in history):
             ax.plot(epochs, [h.get(f"dev_{key}") for h in history], marker=marker, label="dev")
+        averaged = [(e, h[f"avg_dev_{key}"]) for e, h in zip(epochs, history, strict=True)
+                    if h.get(f"avg_dev_{key}") is not None]
+        if averaged:
+            ax.plot(*zip(*averaged, strict=True), marker=marker, label="dev, averaged weights")
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
@@ -930,10 +941,17 @@ def _train(
     steps_per_epoch = len(sampler)
     scheduler = _make_scheduler(optimizer, cfg, steps_per_epoch)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg["optim"]["label_smoothing"])
+    # The running mean of the end-of-epoch weights over the last average_last epochs (batch
+    # norm statistics averaged alike); every process keeps it, as each scores part of dev.
+    average = (torch.optim.swa_utils.AveragedModel(net, use_buffers=True)
+               if t["average_last"] else None)
+    average_from = t["epochs"] - t["average_last"] + 1
 
     progress = _Progress()
     if checkpoint is not None:
         net.load_state_dict(checkpoint["model"])
+        if average is not None and checkpoint.get("average") is not None:
+            average.load_state_dict(checkpoint["average"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         sampler.load_state_dict(checkpoint["sampler"])
@@ -981,6 +999,16 @@ def _train(
             row["dev_loss"], row["dev_acc"] = dev.mean_loss, dev.accuracy
             row["seconds"] += dev.seconds
             monitor = {"epoch": epoch, "loss": dev.mean_loss, "acc": dev.accuracy}
+        if average is not None and epoch >= average_from:
+            average.update_parameters(net)
+            if dev_loader is not None:
+                # (a data loader draws a seed from the global RNG: restore it, so that
+                # averaging leaves the training itself unchanged)
+                with torch.random.fork_rng(devices=[]):
+                    avg = evaluate(average.module, dev_loader, dist.device, bf16,
+                                   loader_cfg.bad_feats).reduced(dist)
+                row["avg_dev_loss"], row["avg_dev_acc"] = avg.mean_loss, avg.accuracy
+                row["seconds"] += avg.seconds
         improved = progress.add(row, monitor, t)
         rng_states = _gather_rng(dist)
         if dist.main:
@@ -993,7 +1021,7 @@ def _train(
                 "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
                 "rng": rng_states, "progress": progress.state(), "config": cfg,
-                "langs": langs,
+                "langs": langs, "average": None if average is None else average.state_dict(),
             })
             _write_metrics_csv(exp / "metrics.csv", progress.history)
             _log_epoch(desc, row, improved)
@@ -1007,16 +1035,32 @@ def _train(
     if progress.done and dist.main:
         final = exp / "final.pt"
         best = progress.best or {}
-        if t["final_weights"] == "best" and (exp / "best.pt").is_file():
+        weights, dev_acc = t["final_weights"], best.get("acc")
+        averaged = 0 if average is None else int(average.n_averaged)
+        if weights == "average" and not averaged:
+            logger.warning("training ended before epoch %d, the first one averaged: final.pt "
+                           "holds the best weights", average_from)
+            weights = "best"
+        if weights == "best" and (exp / "best.pt").is_file():
             net, _ = load_model(exp / "best.pt")
+        elif weights == "average":
+            net = average.module  # type: ignore[union-attr]
+            dev_acc = progress.history[-1].get("avg_dev_acc")
+            logger.info("final weights: the average of epochs %d-%d", progress.epoch
+                        - averaged + 1, progress.epoch)
+        elif weights == "last":
+            dev_acc = progress.history[-1]["dev_acc"]
         save_model(final, net, langs, extra={
             "epoch": progress.epoch, "best_epoch": best.get("epoch"),
-            "final_weights": t["final_weights"], **dirs,
-            "dev_acc": best.get("acc") if dev_dir is not None else None,
+            "final_weights": weights, "averaged_epochs": averaged, **dirs,
+            "dev_acc": dev_acc if dev_dir is not None else None,
         })
         plot_training_curves(progress.history, exp / "training_curves.png")
         logger.info("done: %s (best epoch %s, %s accuracy %.4f)", final, best.get("epoch"),
                     "dev" if dev_dir is not None else "train", best.get("acc", float("nan")))
+        if averaged and dev_dir is not None:
+            logger.info("averaged weights of the last %d epochs: dev accuracy %.4f", averaged,
+                        progress.history[-1]["avg_dev_acc"])
     dist.barrier()
     return TrainResult(exp, final, exp / "best.pt" if final else None, progress.history,
                        (progress.best or {}).get("epoch"), progress.done)
@@ -1025,6 +1069,8 @@ def _train(
 def _log_epoch(desc: str, row: dict[str, Any], improved: bool) -> None:
     dev = ("" if row["dev_acc"] is None else
            f" | dev loss {row['dev_loss']:.4f} acc {row['dev_acc']:.4f}")
+    if row.get("avg_dev_acc") is not None:
+        dev += f" | averaged: dev acc {row['avg_dev_acc']:.4f}"
     logger.info("%s: train loss %.4f acc %.4f%s | lr %.3g | %.1f s, %.0f frames/s%s", desc,
                 row["train_loss"], row["train_acc"], dev, row["lr"], row["seconds"],
                 row["frames_per_s"], " [best]" if improved else "")

@@ -97,6 +97,42 @@ def test_resume_gives_the_same_weights(corpus, tmp_path):
         train(corpus, tmp_path / "a", overrides=settings)
 
 
+def test_weight_averaging_is_the_mean_of_the_last_epochs_and_resumes(corpus, tmp_path):
+    from lre.models import load_model
+
+    plain = [*FAST, "train.epochs=3", "optim.lr=0.005", "augment.freq_warp=0.1"]
+    settings = [*plain, "train.average_last=2", "train.final_weights=average",
+                "train.keep_checkpoints=3"]
+    a = train(corpus, tmp_path / "a", dev_dir=corpus, overrides=settings)
+    assert [h.get("avg_dev_acc") is not None for h in a.history] == [False, True, True]
+    # Averaging (and scoring the average on dev) leaves the training itself unchanged.
+    p = train(corpus, tmp_path / "p", dev_dir=corpus, overrides=plain)
+    assert [h["train_loss"] for h in p.history] == [h["train_loss"] for h in a.history]
+    ckpts = [torch.load(tmp_path / "a" / "checkpoints" / f"epoch-{e:04d}.pt",
+                        weights_only=True)["model"] for e in (2, 3)]
+    final, meta = load_model(tmp_path / "a" / "final.pt")
+    extra = meta["extra"]
+    assert extra["final_weights"] == "average" and extra["averaged_epochs"] == 2
+    assert extra["dev_acc"] == a.history[-1]["avg_dev_acc"]
+    for key, value in final.state_dict().items():
+        torch.testing.assert_close(value, (ckpts[0][key] + ckpts[1][key]) / 2, rtol=0,
+                                   atol=1e-7, msg=lambda m, k=key: f"{k}: {m}")
+    assert not torch.equal(ckpts[0]["classifier.0.weight"], ckpts[1]["classifier.0.weight"])
+    with open(tmp_path / "a" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["avg_dev_acc"] != "" for r in rows] == [False, True, True]
+
+    # Interrupted inside the averaging window, resumed: the same average.
+    train(corpus, tmp_path / "b", dev_dir=corpus, overrides=settings, stop_after_epochs=2)
+    train(corpus, tmp_path / "b", dev_dir=corpus, overrides=settings, resume=True)
+    resumed, _ = load_model(tmp_path / "b" / "final.pt")
+    for key, value in final.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+    with pytest.raises(LreError, match="average needs train.average_last >= 1"):
+        resolve_config("hgru", None, ["train.final_weights=average"])
+
+
 def test_two_process_gloo_ddp(corpus, tmp_path):
     from lre.models import load_model
 
