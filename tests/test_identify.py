@@ -10,31 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
+from test_score import LANGS, make_exp
 
 import lre
 from lre.cli import main
 from lre.data.audio import load_audio, resample
 from lre.features import FeatureConfig, KaldiOptions, extract_with_energy
 from lre.identify import AudioStream, Identifier
-from lre.models import build_model, save_model
 from lre.score import chunk_bounds
 from lre.utils import LreError
 
-LANGS = ["de", "en", "fr"]
-TINY = {"hidden1": 16, "hidden2": 16, "hidden3": 16, "attention": 8, "dense": 16}
 SR = 16000
-
-
-def make_exp(path: Path, cfg: FeatureConfig, seed: int = 0) -> Path:
-    """An experiment dir as training writes it: final.pt, feats_config.json, lang2id."""
-    torch.manual_seed(seed)
-    model = build_model("hgru", cfg.feat_dim, len(LANGS), TINY)
-    path.mkdir(parents=True, exist_ok=True)
-    save_model(path / "final.pt", model, LANGS)
-    (path / "feats_config.json").write_text(json.dumps(cfg.to_dict()))
-    (path / "lang2id").write_text("".join(f"{lang} {i}\n" for i, lang in enumerate(LANGS)))
-    return path
 
 
 def speak(lang: str, text: str, path: Path) -> Path:
