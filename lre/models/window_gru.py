@@ -68,13 +68,8 @@ class WindowGRU(nn.Module):
         """
         if self.impl not in self.IMPLS:
             raise ValueError(f"WindowGRU.impl must be one of {self.IMPLS}, got {self.impl!r}")
-        impl = self.impl
-        if impl == "auto":
-            if x.is_cuda:
-                impl = "native"
-            else:
-                impl = "unrolled" if _needs_grad(x, self.gru) else "unrolled_shared"
-        return window_last_states(self.gru, x, windows, self.window, self.window_shift, impl)
+        return window_last_states(self.gru, x, windows, self.window, self.window_shift,
+                                  self.impl)
 
 
 def window_last_states(gru: nn.GRU, x: Tensor, windows: int | Tensor, window: int,
@@ -87,11 +82,16 @@ def window_last_states(gru: nn.GRU, x: Tensor, windows: int | Tensor, window: in
         x: ``(batch, frames, D)``, ``frames = (windows - 1) * shift + window``.
         windows: ``N``, windows per sequence.
         window, shift: window length and shift in steps of ``x``.
-        impl: ``"native"``, ``"unrolled"`` or ``"unrolled_shared"`` (see :class:`WindowGRU`).
+        impl: ``"auto"``, ``"native"``, ``"unrolled"`` or ``"unrolled_shared"`` (see
+            :class:`WindowGRU`).
 
     Returns:
         ``(batch, windows, H)`` last state of each window.
     """
+    needs_grad = torch.is_grad_enabled() and (
+        x.requires_grad or any(p.requires_grad for p in gru.parameters()))
+    if impl == "auto":
+        impl = "native" if x.is_cuda else "unrolled" if needs_grad else "unrolled_shared"
     if impl == "native":
         starts = torch.arange(windows, device=x.device) * shift
         index = starts[:, None] + torch.arange(window, device=x.device)[None, :]
@@ -108,20 +108,19 @@ def window_last_states(gru: nn.GRU, x: Tensor, windows: int | Tensor, window: in
         * scale[:, 0]
     w_hh = gru.weight_hh_l0 * scale
     b_hn = 2.0 * gru.bias_hh_l0[2 * hs:]
-    steps = _WindowSteps(window, shift, windows)
 
     if impl == "unrolled_shared":
         proj = F.linear(x, w_ih, b_ih)                       # (B, T, 3H), once per frame
 
         def step_input(s: int) -> Tensor:
-            return steps.take(proj, s)
+            return _frames_at_step(proj, s, window, shift, windows)
     elif impl == "unrolled":
         def step_input(s: int) -> Tensor:
-            return F.linear(steps.take(x, s), w_ih, b_ih)
+            return F.linear(_frames_at_step(x, s, window, shift, windows), w_ih, b_ih)
     else:
         raise ValueError(f"unknown window GRU implementation {impl!r}")
 
-    step = _gru_step if _needs_grad(x, gru) else _gru_step_inplace
+    step = _gru_step if needs_grad else _gru_step_inplace
     w_hh_t = w_hh.t()
     h = step(step_input(0), None, w_hh_t, b_hn)
     for s in range(1, window):
@@ -129,29 +128,14 @@ def window_last_states(gru: nn.GRU, x: Tensor, windows: int | Tensor, window: in
     return h
 
 
-def _needs_grad(x: Tensor, gru: nn.GRU) -> bool:
-    return torch.is_grad_enabled() and (
-        x.requires_grad or any(p.requires_grad for p in gru.parameters()))
-
-
-class _WindowSteps:
-    """Which element of a sequence each window reads at step ``s``."""
-
-    def __init__(self, window: int, shift: int, windows: int | Tensor):
-        self.window = window
-        self.shift = shift
-        self.windows = windows
-
-    def take(self, t: Tensor, s: int) -> Tensor:
-        """``(batch, windows, C)``: element ``s`` of every window of ``t (batch, T, C)``."""
-        if self.window % self.shift == 0:
-            # T = shift * (windows + window/shift - 1): a strided view, no copy.
-            q, r = divmod(s, self.shift)
-            return t.view(t.shape[0], -1, self.shift, t.shape[2])[:, q:q + self.windows, r]
-        return t.index_select(1, self._index(t, s))
-
-    def _index(self, t: Tensor, s: int) -> Tensor:
-        return torch.arange(self.windows, device=t.device) * self.shift + s
+def _frames_at_step(t: Tensor, s: int, window: int, shift: int, windows: int | Tensor
+                    ) -> Tensor:
+    """``(batch, windows, C)``: element ``s`` of every window of ``t (batch, T, C)``."""
+    if window % shift == 0:
+        # T = shift * (windows + window/shift - 1): a strided view, no copy.
+        q, r = divmod(s, shift)
+        return t.view(t.shape[0], -1, shift, t.shape[2])[:, q:q + windows, r]
+    return t.index_select(1, torch.arange(windows, device=t.device) * shift + s)
 
 
 def _gru_step(gi: Tensor, h: Tensor | None, w_hh_t: Tensor, b_hn: Tensor) -> Tensor:
