@@ -127,8 +127,8 @@ def test_long_file_is_read_in_chunks_in_file_time(env):
 @pytest.mark.parametrize("snip_edges", [True, False])
 def test_chunk_features_are_the_whole_files_frames(env, tmp_path, snip_edges):
     """The samples read for a chunk give exactly the whole file's feature frames of that
-    chunk, also without snip_edges (mirrored edges at the file's ends only), and a chunked
-    identify then puts every segment where the whole-file framing has it."""
+    chunk, also without snip_edges (mirrored edges at the file's ends only); a chunked
+    identify with such features runs through, its segments in order inside the file."""
     cfg = FeatureConfig(kaldi=KaldiOptions(num_mel_bins=40, dither=0.0,
                                            snip_edges=snip_edges))
     exp = make_exp(tmp_path / "exp", cfg)
