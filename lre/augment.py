@@ -454,9 +454,13 @@ def _run_parts(src: Path, wav_dir: Path, opts: AugmentOptions, utts: list[str],
     size = max(1, min(50, math.ceil(len(utts) / nj)))
     parts = [utts[i:i + size] for i in range(0, len(utts), size)]
 
+    # Each part gets the earlier run's descriptions of its own copies ("<kind>-<utt>").
+    by_source: dict[str, dict[str, str]] = {}
+    for new, desc in previous.items():
+        by_source.setdefault(new.partition("-")[2], {})[new] = desc
+
     def args(part: list[str]) -> tuple[list[str], dict[str, str]]:
-        mine = {f"{kind}-{utt}" for utt in part for kind in opts.kinds}
-        return part, {k: v for k, v in previous.items() if k in mine}
+        return part, {k: v for utt in part for k, v in by_source.get(utt, {}).items()}
 
     results: list[tuple[str, float, list[_Copy]] | tuple[str, str]] = []
     step = max(200, len(utts) // 20)  # about 20 progress lines at most
