@@ -388,9 +388,9 @@ class _Copy:
 
 
 # What the parts of one augmentation share, set once per process by _start_worker: the
-# source dir, the options, every source utterance id (babble is drawn from all of them) and
-# the noise material loaded so far.
-_worker: dict[str, object] = {}
+# noise sources (with the source dir, the options, every source utterance id for babble and
+# the material loaded so far) and the folder the WAVs go to.
+_worker: tuple[_Sources, Path] | None = None
 
 
 def _start_worker(src: str, wav_dir: str, opts: AugmentOptions, all_utts: list[str],
@@ -401,10 +401,8 @@ def _start_worker(src: str, wav_dir: str, opts: AugmentOptions, all_utts: list[s
         import torch
 
         torch.set_num_threads(threads)
-    dd = DataDir.load(src)
-    _worker.clear()
-    _worker.update(dd=dd, wav_dir=Path(wav_dir), opts=opts,
-                   sources=_Sources(dd, opts, all_utts))
+    global _worker
+    _worker = (_Sources(DataDir.load(src), opts, all_utts), Path(wav_dir))
 
 
 def _augment_part(part: list[str], previous: dict[str, str]
@@ -417,12 +415,11 @@ def _augment_part(part: list[str], previous: dict[str, str]
     """
     from lre.data.audio import iter_audio
 
-    dd, wav_dir, opts, sources = (_worker["dd"], _worker["wav_dir"], _worker["opts"],
-                                  _worker["sources"])
-    assert isinstance(opts, AugmentOptions) and isinstance(wav_dir, Path)
-    assert isinstance(sources, _Sources)
+    assert _worker is not None, "_start_worker first"
+    sources, wav_dir = _worker
+    opts = sources.opts
     results: list[tuple[str, float, list[_Copy]] | tuple[str, str]] = []
-    for utt, wave in iter_audio(dd, opts.sample_rate, part):  # type: ignore[arg-type]
+    for utt, wave in iter_audio(sources.dd, opts.sample_rate, part):
         if isinstance(wave, Exception):
             results.append((utt, str(wave)))
             continue
@@ -475,12 +472,13 @@ def _run_parts(src: Path, wav_dir: Path, opts: AugmentOptions, utts: list[str],
 
     start = (str(src), str(wav_dir), opts, utts)
     if nj == 1:
+        global _worker
         _start_worker(*start, threads=None)
         try:
             for part in parts:
                 progress(_augment_part(*args(part)))
         finally:
-            _worker.clear()  # and with it the noise material
+            _worker = None  # and with it the noise material
         return results
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
