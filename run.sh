@@ -12,10 +12,8 @@
 # stage. Each stage skips work whose outputs are complete; --force redoes it.
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-cd "$root"
-
-# ---- options (each --name value sets the variable name with dashes as underscores) ----
+# ---- options: --name value or --name=value sets the variable name (dashes as underscores);
+# ---- only the variables defined here are options (tools/parse_options.sh) ----
 recipe=synth          # recipes/<recipe>/: prepare.sh and conf.sh
 corpus=               # where the corpus lies (real corpora; not used by synth)
 stage=0
@@ -25,7 +23,8 @@ cmd=                  # prefix for each job, e.g. "srun -n1 -c1" (empty: run loc
 data_dir=data
 exp_dir=exp
 model=hgru            # hgru | bigru | tdnn | ecapa
-config=               # training config (default: recipes/<recipe>/conf/<model>.yaml)
+config=               # training config (default: recipes/<recipe>/conf/<model>.yaml if it
+                      # exists, else the built-in defaults of the model)
 ngpu=0                # >1: DistributedDataParallel via torchrun, one process per GPU
 nproc=                # training processes per node (empty: ngpu if > 0; on a machine
                       # without GPU, the recipe's cpu_train_nproc, else 1)
@@ -34,7 +33,7 @@ node_rank=0
 master_addr=127.0.0.1
 master_port=29500
 seed=0
-force=false
+force=false           # a boolean: --force, --force true|false
 prepare_opts=         # extra options for recipes/<recipe>/prepare.sh
 feat_opts=            # extra options for features/make_feats.sh
 train_opts=           # extra options for lre train, e.g. "--set epochs=5"
@@ -44,7 +43,7 @@ usage() {
   sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
   cat <<EOF
 
-Usage: $0 [options]
+Usage: $0 [options]       (--name value or --name=value)
   --recipe NAME        recipe under recipes/ (default: $recipe)
   --corpus DIR         corpus location for real-corpus recipes
   --stage N            first stage to run (default: $stage)
@@ -54,7 +53,8 @@ Usage: $0 [options]
   --data-dir DIR       data directories root (default: $data_dir)
   --exp-dir DIR        experiments root (default: $exp_dir)
   --model NAME         hgru | bigru | tdnn | ecapa (default: $model)
-  --config FILE        training config YAML (default: recipes/<recipe>/conf/<model>.yaml)
+  --config FILE        training config YAML (default: recipes/<recipe>/conf/<model>.yaml,
+                       else the model's built-in defaults)
   --ngpu N             GPUs per node for training (default: $ngpu; >1 uses torchrun + DDP)
   --nproc N            training processes per node (default: --ngpu if > 0; without a
                        GPU the recipe's choice, e.g. 2 CPU processes for synth); >1 uses
@@ -62,7 +62,7 @@ Usage: $0 [options]
   --num-nodes N        nodes for training (default: $num_nodes), with --node-rank,
                        --master-addr, --master-port
   --seed N             seed for every stage (default: $seed)
-  --force              redo stages whose outputs exist
+  --force [true|false] redo stages whose outputs exist
   --prepare-opts STR   extra options for the recipe's prepare.sh
   --feat-opts STR      extra options for features/make_feats.sh
   --train-opts STR     extra options for lre train
@@ -71,28 +71,19 @@ Usage: $0 [options]
 EOF
 }
 
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --force) force=true; shift ;;
-    --*)
-      name=${1#--}; name=${name//-/_}
-      case " recipe corpus stage stop_stage nj cmd data_dir exp_dir model config ngpu nproc num_nodes node_rank master_addr master_port seed prepare_opts feat_opts train_opts unknown_threshold " in
-        *" $name "*) ;;
-        *) echo "$0: unknown option $1 (see --help)" >&2; exit 2 ;;
-      esac
-      [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 2; }
-      printf -v "$name" '%s' "$2"; shift 2 ;;
-    *) echo "$0: unexpected argument $1 (see --help)" >&2; exit 2 ;;
-  esac
-done
+# shellcheck source=tools/parse_options.sh
+. "$(dirname "${BASH_SOURCE[0]}")/tools/parse_options.sh"
+[ $# -eq 0 ] || { echo "$0: unexpected argument $1 (see --help)" >&2; exit 2; }
 
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$root"
 [ -d "recipes/$recipe" ] || { echo "$0: no recipe recipes/$recipe" >&2; exit 2; }
 for v in stage stop_stage nj ngpu num_nodes seed ${nproc:+nproc}; do
   [[ ${!v} =~ ^[0-9]+$ ]] || { echo "$0: --${v//_/-} must be a number, got '${!v}'" >&2; exit 2; }
 done
 
-# Recipe settings: which sets, feature configs, recipe-specific defaults.
+# Recipe settings: which sets, which feature configs. recipes/<recipe>/conf.sh sets only
+# those of its corpus that differ (and cpu_train_nproc, see --nproc).
 train_set=train
 dev_set=dev
 test_set=test
@@ -101,8 +92,13 @@ vad_conf=features/vad.conf
 cmvn_conf=features/cmvn.conf
 # shellcheck source=/dev/null
 [ -f "recipes/$recipe/conf.sh" ] && . "recipes/$recipe/conf.sh"
-[ -n "$config" ] || config=recipes/$recipe/conf/$model.yaml
-[ -f "$config" ] || config=
+# The training config: the one asked for, else the recipe's for this model, else none (the
+# model's built-in defaults, which stage 2 says it uses).
+if [ -n "$config" ]; then
+  [ -f "$config" ] || { echo "$0: --config $config: no such file" >&2; exit 2; }
+elif [ -f "recipes/$recipe/conf/$model.yaml" ]; then
+  config=recipes/$recipe/conf/$model.yaml
+fi
 
 # ---- environment: venv and Debian packages, installed on first use ----
 bash tools/setup.sh
@@ -124,6 +120,23 @@ run_logged() {
     log "failed ($rc); see $logfile"
     exit "$rc"
   fi
+}
+# builtin_model_size DATA MODEL: "N M parameters for D-dim features, L languages", the size
+# of MODEL with its built-in defaults for the features of data dir DATA.
+builtin_model_size() {
+  python - "$@" <<'EOF'
+import json
+import sys
+from pathlib import Path
+
+from lre.models import build_model
+
+data, name = Path(sys.argv[1]), sys.argv[2]
+feat_dim = json.loads((data / "feats_config.json").read_text())["feat_dim"]
+langs = {line.split()[1] for line in (data / "utt2lang").read_text().splitlines() if line.strip()}
+size = sum(p.numel() for p in build_model(name, feat_dim, len(langs)).parameters())
+print(f"{size / 1e6:.2f} M parameters for {feat_dim}-dim features, {len(langs)} languages")
+EOF
 }
 # $force as an option for the python stages
 force_opt=(); $force && force_opt=(--force)
@@ -159,7 +172,14 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  log "stage 2: train $model -> $model_dir"
+  if [ -n "$config" ]; then
+    log "stage 2: train $model -> $model_dir with $config"
+  else
+    size=$(builtin_model_size "$data_dir/$train_set" "$model" 2>/dev/null) || size=
+    log "stage 2: train $model -> $model_dir with the built-in $model defaults${size:+ ($size)}:" \
+      "there is no recipes/$recipe/conf/$model.yaml ($model_dir/config.yaml will hold" \
+      "every setting used, a start for that file)"
+  fi
   if [ -f "$model_dir/final.pt" ] && ! $force; then
     log "stage 2: $model_dir/final.pt exists; skipping (use --force to retrain)"
   else

@@ -14,12 +14,14 @@
 #   --cmd CMD            job runner: "" runs locally (default); a prefix such as "srun -n1 -c1"
 #                        or "sbatch --wait"; or a Kaldi script (queue.pl, slurm.pl) called as
 #                        CMD LOG COMMAND
-#   --conf FILE          feature config (default features/fbank.conf); alias --feat-conf
+#   --conf FILE          feature config (default features/fbank.conf); also --feat-conf,
+#                        which wins when both are given
 #   --vad-conf FILE      energy VAD config (default features/vad.conf)
 #   --cmvn-conf FILE     CMVN applied when features are read (default features/cmvn.conf)
 #   --sdc-conf FILE      add shifted delta cepstra (with an MFCC --conf)
 #   --max-fail-share X   fail when more than this share of utterances is skipped (default 0.1)
-#   --force              recompute every job (default: only jobs that did not finish)
+#   --force [true|false] recompute every job (default: only jobs that did not finish)
+#   Each option also as --name=value.
 #
 # Writes into <data-dir>: feats.scp, vad.scp, utt2num_frames, feats_config.json and, when some
 # utterances could not be used, feats_failed (utterance + reason). Re-running after a failure
@@ -27,36 +29,28 @@
 # --max-fail-share of the utterances were skipped.
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# Options (tools/parse_options.sh); empty config paths mean the files beside this script.
 nj=4
-cmd=""
-conf=$here/fbank.conf
-vad_conf=$here/vad.conf
-cmvn_conf=$here/cmvn.conf
-sdc_conf=""
+cmd=
+conf=
+feat_conf=
+vad_conf=
+cmvn_conf=
+sdc_conf=
 max_fail_share=0.1
-force=""
+force=false
+# shellcheck source=tools/parse_options.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../tools/parse_options.sh"
+if [ $# -lt 1 ] || [ $# -gt 3 ]; then
+  parse_options_usage >&2
+  exit 1
+fi
 
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2; exit 1; }
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --nj) nj=$2; shift 2 ;;
-    --cmd) cmd=$2; shift 2 ;;
-    --conf|--feat-conf) conf=$2; shift 2 ;;
-    --vad-conf) vad_conf=$2; shift 2 ;;
-    --cmvn-conf) cmvn_conf=$2; shift 2 ;;
-    --sdc-conf) sdc_conf=$2; shift 2 ;;
-    --max-fail-share) max_fail_share=$2; shift 2 ;;
-    --force) force=--force; shift ;;
-    --nj=*|--cmd=*|--conf=*|--feat-conf=*|--vad-conf=*|--cmvn-conf=*|--sdc-conf=*|--max-fail-share=*)
-      name=${1%%=*}; value=${1#*=}; shift; set -- "$name" "$value" "$@" ;;
-    -h|--help) usage ;;
-    --*) echo "$0: unknown option $1" >&2; usage ;;
-    *) break ;;
-  esac
-done
-[ $# -ge 1 ] && [ $# -le 3 ] || usage
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+conf=${feat_conf:-${conf:-$here/fbank.conf}}
+vad_conf=${vad_conf:-$here/vad.conf}
+cmvn_conf=${cmvn_conf:-$here/cmvn.conf}
+force_opt=(); $force && force_opt=(--force)
 
 data=$1
 set_name=$(basename "$data")
@@ -80,5 +74,5 @@ echo "$0: computing features for $data ($nj jobs, logs in $exp/log)" >&2
 "${lre[@]}" features "$data" "$exp" "$feat_dir" \
   --feat-conf "$conf" --vad-conf "$vad_conf" --cmvn-conf "$cmvn_conf" \
   ${sdc_conf:+--sdc-conf "$sdc_conf"} \
-  --nj "$nj" --cmd "$cmd" --max-fail-share "$max_fail_share" $force
+  --nj "$nj" --cmd "$cmd" --max-fail-share "$max_fail_share" "${force_opt[@]}"
 echo "$0: done: $data/feats.scp" >&2

@@ -12,12 +12,25 @@
 #   --use-validated      train on all validated clips of speakers not in dev/test
 #   --mp3 auto|path|ffmpeg  read clips with soundfile (default when it can) or ffmpeg
 #   (--seed is accepted and ignored: the official splits are used)
-# Any other option is passed to `lre prepare commonvoice` (see `lre prepare commonvoice -h`).
+# Each option also as --name=value; they are those of `lre prepare commonvoice` (see its -h).
 # Ids and conventions: recipes/commonvoice/README.md.
 set -euo pipefail
 
+# Options; empty: the default of `lre prepare commonvoice`.
+corpus=
+nj=
+langs=
+lang_map=
+min_duration=
+no_probe=false
+use_validated=false
+mp3=
+seed=      # accepted and ignored
+# shellcheck source=tools/parse_options.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../tools/parse_options.sh"
 # shellcheck source=recipes/prepare_lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../prepare_lib.sh"
-parse_prepare_args --flags "--no-probe --use-validated" --ignore-seed -- "$@"
+prepare_data_root corpus "$@"
+prepare_forward nj langs lang_map min_duration mp3 --flags no_probe use_validated
 find_lre
 exec "$lre" prepare commonvoice "$corpus" "$data_root" ${args[@]+"${args[@]}"}

@@ -12,13 +12,30 @@
 #   --ratios 0.8,0.1,0.1 train,dev,test shares per language
 #   --speaker-from none|dir   'dir': the first folder under <lang>/ is the speaker
 #   --split-by utt|speaker    (default: speaker when --speaker-from dir)
+#   --extensions .wav,...     audio file extensions (default .wav,.flac,.mp3,.ogg)
 #   --seed N             seed of the random split (default 0)
-# Any other option is passed to `lre prepare folders` (see `lre prepare folders -h`).
+# Each option also as --name=value; they are those of `lre prepare folders` (see its -h).
 # Ids and conventions: recipes/folders/README.md.
 set -euo pipefail
 
+# Options; empty: the default of `lre prepare folders`.
+corpus=
+nj=
+langs=
+lang_map=
+min_duration=
+no_probe=false
+ratios=
+speaker_from=
+split_by=
+extensions=
+seed=
+# shellcheck source=tools/parse_options.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../tools/parse_options.sh"
 # shellcheck source=recipes/prepare_lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../prepare_lib.sh"
-parse_prepare_args --flags "--no-probe" -- "$@"
+prepare_data_root corpus "$@"
+prepare_forward nj langs lang_map min_duration ratios speaker_from split_by extensions seed \
+  --flags no_probe
 find_lre
 exec "$lre" prepare folders "$corpus" "$data_root" ${args[@]+"${args[@]}"}

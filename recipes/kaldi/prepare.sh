@@ -14,12 +14,27 @@
 #   --sep C              separator after the language prefix of ids (default -)
 #   --name NAME          output set name for a single data dir
 #   (--seed is accepted and ignored)
-# Any other option is passed to `lre prepare kaldi` (see `lre prepare kaldi -h`).
+# Each option also as --name=value; they are those of `lre prepare kaldi` (see its -h).
 # Ids and conventions: recipes/kaldi/README.md.
 set -euo pipefail
 
+# Options; empty: the default of `lre prepare kaldi`.
+corpus=
+nj=
+langs=
+lang_map=
+min_duration=
+no_probe=false
+lang_from=
+utt2lang=
+sep=
+name=
+seed=      # accepted and ignored
+# shellcheck source=tools/parse_options.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../tools/parse_options.sh"
 # shellcheck source=recipes/prepare_lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../prepare_lib.sh"
-parse_prepare_args --flags "--no-probe" --ignore-seed -- "$@"
+prepare_data_root corpus "$@"
+prepare_forward nj langs lang_map min_duration lang_from utt2lang sep name --flags no_probe
 find_lre
 exec "$lre" prepare kaldi "$corpus" "$data_root" ${args[@]+"${args[@]}"}

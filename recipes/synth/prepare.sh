@@ -13,12 +13,28 @@
 #   --utts-per-spk N     utterances per synthetic speaker (default 3)
 #   --min-dur S, --max-dur S   utterance length range in seconds (default 2, 12)
 #   --no-progress        no progress bar
-# Any other option is passed to `lre prepare synth` (see `lre prepare synth -h`).
+# Each option also as --name=value; they are those of `lre prepare synth` (see its -h).
 set -euo pipefail
 
+# Options; empty: the default of `lre prepare synth`.
+nj=
+seed=
+langs=
+train_per_lang=
+dev_per_lang=
+test_per_lang=
+utts_per_spk=
+min_dur=
+max_dur=
+no_progress=false
+corpus=    # refused: the corpus is generated here
+# shellcheck source=tools/parse_options.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../tools/parse_options.sh"
 # shellcheck source=recipes/prepare_lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../prepare_lib.sh"
-parse_prepare_args --flags "--no-progress" --no-corpus -- "$@"
+prepare_data_root generated "$@"
+prepare_forward nj seed langs train_per_lang dev_per_lang test_per_lang utts_per_spk \
+  min_dur max_dur --flags no_progress
 find_lre
 command -v espeak-ng >/dev/null || {
   echo "$0: espeak-ng is not installed; run tools/setup.sh (or: sudo apt-get install espeak-ng)" >&2

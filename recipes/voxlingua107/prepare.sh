@@ -13,12 +13,27 @@
 #   --dev-per-lang N     utterances per language held out as dev, whole videos (default 50)
 #   --test-per-lang N    held out as test when there is no official dev set (default 50)
 #   --seed N             seed for the held-out videos (default 0)
-# Any other option is passed to `lre prepare voxlingua107` (see `lre prepare voxlingua107 -h`).
+# Each option also as --name=value; they are those of `lre prepare voxlingua107` (see its -h).
 # Ids and conventions: recipes/voxlingua107/README.md.
 set -euo pipefail
 
+# Options; empty: the default of `lre prepare voxlingua107`.
+corpus=
+nj=
+langs=
+lang_map=
+min_duration=
+no_probe=false
+official_dev=
+dev_per_lang=
+test_per_lang=
+seed=
+# shellcheck source=tools/parse_options.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../tools/parse_options.sh"
 # shellcheck source=recipes/prepare_lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../prepare_lib.sh"
-parse_prepare_args --flags "--no-probe" -- "$@"
+prepare_data_root corpus "$@"
+prepare_forward nj langs lang_map min_duration official_dev dev_per_lang test_per_lang seed \
+  --flags no_probe
 find_lre
 exec "$lre" prepare voxlingua107 "$corpus" "$data_root" ${args[@]+"${args[@]}"}
