@@ -188,17 +188,17 @@ def time_identify(ident, audio: Path, repeats: int) -> tuple[float, float]:
 
 def time_model(ident, audio: Path, repeats: int) -> tuple[float, float]:
     """Seconds of the bare model forward on the chunks that ``identify`` would feed it."""
-    from lre.data.audio import load_audio
-    from lre.features import extract, postprocess
-    from lre.score import chunk_bounds
+    from lre.inference.chunks import chunk_bounds, max_chunk_frames
 
     cfg = ident.feats_config
-    wave = load_audio(str(audio), sample_rate=ident.sample_rate)
-    total = ident._num_frames(len(wave))
-    inputs = []
-    for f0, f1 in chunk_bounds(total, int(ident.chunk_seconds / cfg.frame_shift)):
-        feats, vad = extract(wave[f0 * ident.hop:(f1 - 1) * ident.hop + ident.win], cfg)
-        inputs.append(np.asarray(postprocess(feats, vad, cfg)[0], dtype=np.float32))
+    stream = ident._open(str(audio), None, chunked=True)
+    try:
+        item = ident.model_input(stream)
+    finally:
+        stream.close()
+    x = np.asarray(item.feats, dtype=np.float32)
+    bounds = chunk_bounds(len(x), max_chunk_frames(ident.chunk_seconds, cfg.frame_shift))
+    inputs = [x[s:e] for s, e in bounds]
 
     def forward() -> None:
         for x in inputs:

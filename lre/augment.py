@@ -42,11 +42,15 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 
 from lre.utils import LreError, atomic_open, atomic_write_text
+
+if TYPE_CHECKING:
+    from lre.data.datadir import DataDir, Segment
 
 logger = logging.getLogger(__name__)
 
@@ -293,7 +297,7 @@ class _Sources:
 
     def babble_pool(self) -> dict[str, np.ndarray]:
         if self._babble is None:
-            from lre.data.audio import iter_audio
+            from lre.data.datadir import iter_audio
 
             rng = np.random.default_rng([self.opts.seed, zlib.crc32(b"babble-pool")])
             pick = sorted(rng.permutation(len(self.utts))[:BABBLE_POOL].tolist())
@@ -413,7 +417,7 @@ def _augment_part(part: list[str], previous: dict[str, str]
     be read, ``(utt, error)``. Every random draw depends only on the seed, the kind of copy
     and the utterance id, so how the utterances are split into parts changes no byte.
     """
-    from lre.data.audio import iter_audio
+    from lre.data.datadir import iter_audio
 
     assert _worker is not None, "_start_worker first"
     sources, wav_dir = _worker
@@ -491,6 +495,88 @@ def _run_parts(src: Path, wav_dir: Path, opts: AugmentOptions, utts: list[str],
     return results
 
 
+@dataclass
+class _AugmentedTables:
+    """The tables of the augmented data dir, filled one source utterance at a time."""
+
+    wav_scp: dict[str, str] = field(default_factory=dict)
+    utt2lang: dict[str, str] = field(default_factory=dict)
+    utt2spk: dict[str, str] = field(default_factory=dict)
+    utt2dur: dict[str, float] = field(default_factory=dict)
+    utt2uniq: dict[str, str] = field(default_factory=dict)
+    utt2aug: dict[str, str] = field(default_factory=dict)
+    segments: dict[str, Segment] = field(default_factory=dict)
+
+    def add_original(self, dd: DataDir, utt: str, seconds: float) -> None:
+        """The source utterance itself, pointing at its own audio."""
+        spec, _, _ = dd.audio_spec(utt)
+        if dd.segments is not None:
+            seg = dd.segments[utt]
+            self.segments[utt] = seg
+            self.wav_scp[seg.reco] = dd.wav_scp[seg.reco]
+        else:
+            self.wav_scp[utt] = spec
+        self.utt2lang[utt], self.utt2spk[utt] = dd.utt2lang[utt], dd.utt2spk[utt]
+        self.utt2uniq[utt] = utt
+        self.utt2dur[utt] = seconds
+        self.utt2aug[utt] = "original"
+
+    def add_copy(
+        self, dd: DataDir, utt: str, copy: _Copy, wav_dir: Path, opts: AugmentOptions
+    ) -> None:
+        """One augmented copy of ``utt``; its speaker is the source's, prefixed by the kind."""
+        from lre.data.datadir import Segment
+
+        new, kind = copy.utt, copy.utt[: -len(utt) - 1]
+        seconds = copy.num_samples / opts.sample_rate
+        if dd.segments is not None and opts.keep_original:
+            if new in dd.wav_scp:
+                raise LreError(f"{dd.path}: recording id '{new}' clashes with a new utterance id")
+            self.segments[new] = Segment(new, 0.0, seconds)
+        self.wav_scp[new] = str(wav_dir / f"{new}.wav")
+        self.utt2lang[new] = dd.utt2lang[utt]
+        self.utt2spk[new] = f"{kind}-{dd.utt2spk[utt]}"
+        self.utt2dur[new] = seconds
+        self.utt2uniq[new] = utt
+        self.utt2aug[new] = copy.desc
+
+
+def _previous_descriptions(out: Path, options_json: str) -> dict[str, str]:
+    """``utt2aug`` of an earlier run with the same options (its WAVs are reused), else {}."""
+    from lre.data.tables import read_table
+
+    options = out / OPTIONS_FILE
+    if options.is_file() and options.read_text() == options_json and (out / "utt2aug").is_file():
+        return read_table(out / "utt2aug")
+    return {}
+
+
+def _write_augmented(src: Path, out: Path, tables: _AugmentedTables,
+                     report: AugmentReport) -> None:
+    """Write the data dir ``out`` with ``utt2uniq``/``utt2aug``/``augment_failed``; validate."""
+    from lre.data.datadir import DataDir, validate
+    from lre.data.tables import write_table
+
+    DataDir(out, wav_scp=tables.wav_scp, utt2lang=tables.utt2lang, utt2spk=tables.utt2spk,
+            segments=tables.segments if tables.segments else None,
+            utt2dur={u: round(d, 4) for u, d in tables.utt2dur.items()}).write()
+    write_table(out / "utt2uniq", tables.utt2uniq)
+    write_table(out / "utt2aug", tables.utt2aug)
+    failed_path = out / "augment_failed"
+    if report.failed:
+        write_table(failed_path, {u: m.removeprefix(f"{u}: ") for u, m in report.failed.items()})
+        logger.warning("%s: %d unreadable source utterance(s) skipped, listed in %s",
+                       src, len(report.failed), failed_path)
+    else:
+        failed_path.unlink(missing_ok=True)
+    for stale in ("feats.scp", "vad.scp", "utt2num_frames", "feats_failed", "feats_config.json"):
+        (out / stale).unlink(missing_ok=True)
+    problems = validate(out, check_audio=False)
+    if problems:
+        raise LreError(f"{out}: augmented data dir does not validate: {problems[0]}"
+                       + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+
+
 def augment_data_dir(
     src: str | os.PathLike, out: str | os.PathLike, opts: AugmentOptions, nj: int = 1
 ) -> AugmentReport:
@@ -500,7 +586,7 @@ def augment_data_dir(
     Unreadable source utterances are skipped (listed in ``out/augment_failed``); the
     result is validated before returning.
     """
-    from lre.data.datadir import DataDir, Segment, read_kv, validate, write_kv
+    from lre.data.datadir import DataDir
 
     opts.check()
     src, out = Path(src), Path(out)
@@ -515,21 +601,11 @@ def augment_data_dir(
     wav_dir = (out / "wav").absolute()
     wav_dir.mkdir(parents=True, exist_ok=True)
     options_json = json.dumps(dataclasses.asdict(opts), sort_keys=True)
-    # WAVs of an earlier run with the same options (and its utt2aug) are reused.
-    previous: dict[str, str] = {}
-    if ((out / OPTIONS_FILE).is_file() and (out / OPTIONS_FILE).read_text() == options_json
-            and (out / "utt2aug").is_file()):
-        previous = read_kv(out / "utt2aug")
+    previous = _previous_descriptions(out, options_json)
     atomic_write_text(out / OPTIONS_FILE, "")  # invalid until this run completes
     report = AugmentReport(out=out, num_sources=len(utts), num_utts=0)
 
-    wav_scp: dict[str, str] = {}
-    utt2lang: dict[str, str] = {}
-    utt2spk: dict[str, str] = {}
-    utt2dur: dict[str, float] = {}
-    utt2uniq: dict[str, str] = {}
-    utt2aug: dict[str, str] = {}
-    segments: dict[str, Segment] = {}
+    tables = _AugmentedTables()
     for result in _run_parts(src, wav_dir, opts, utts, previous, nj, out):
         utt = result[0]
         if len(result) == 2:
@@ -537,51 +613,15 @@ def augment_data_dir(
             continue
         _, seconds, copies = result
         if opts.keep_original:
-            spec, start, end = dd.audio_spec(utt)
-            if dd.segments is not None:
-                seg = dd.segments[utt]
-                segments[utt] = seg
-                wav_scp[seg.reco] = dd.wav_scp[seg.reco]
-            else:
-                wav_scp[utt] = spec
-            utt2lang[utt], utt2spk[utt], utt2uniq[utt] = dd.utt2lang[utt], dd.utt2spk[utt], utt
-            utt2dur[utt] = seconds
-            utt2aug[utt] = "original"
+            tables.add_original(dd, utt, seconds)
         for copy in copies:
-            new, kind = copy.utt, copy.utt[: -len(utt) - 1]
             report.reused += copy.reused
-            if dd.segments is not None and opts.keep_original:
-                if new in dd.wav_scp:
-                    raise LreError(f"{src}: recording id '{new}' clashes with a new utterance id")
-                segments[new] = Segment(new, 0.0, copy.num_samples / opts.sample_rate)
-            wav_scp[new] = str(wav_dir / f"{new}.wav")
-            utt2lang[new] = dd.utt2lang[utt]
-            utt2spk[new] = f"{kind}-{dd.utt2spk[utt]}"
-            utt2dur[new] = copy.num_samples / opts.sample_rate
-            utt2uniq[new] = utt
-            utt2aug[new] = copy.desc
-    if not utt2lang:
+            tables.add_copy(dd, utt, copy, wav_dir, opts)
+    if not tables.utt2lang:
         raise LreError(f"{src}: no readable utterance to augment")
-    DataDir(out, wav_scp=wav_scp, utt2lang=utt2lang, utt2spk=utt2spk,
-            segments=segments if segments else None,
-            utt2dur={u: round(d, 4) for u, d in utt2dur.items()}).write()
-    write_kv(out / "utt2uniq", utt2uniq)
-    write_kv(out / "utt2aug", utt2aug)
-    failed_path = out / "augment_failed"
-    if report.failed:
-        write_kv(failed_path, {u: m.removeprefix(f"{u}: ") for u, m in report.failed.items()})
-        logger.warning("%s: %d unreadable source utterance(s) skipped, listed in %s",
-                       src, len(report.failed), failed_path)
-    else:
-        failed_path.unlink(missing_ok=True)
-    for stale in ("feats.scp", "vad.scp", "utt2num_frames", "feats_failed", "feats_config.json"):
-        (out / stale).unlink(missing_ok=True)
-    problems = validate(out, check_audio=False)
-    if problems:
-        raise LreError(f"{out}: augmented data dir does not validate: {problems[0]}"
-                       + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    _write_augmented(src, out, tables, report)
     atomic_write_text(out / OPTIONS_FILE, options_json)
-    report.num_utts = len(utt2lang)
+    report.num_utts = len(tables.utt2lang)
     logger.info("%s", report.summary())
     return report
 

@@ -34,7 +34,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax as _log_softmax
 
-from lre.scoring import cllr_multiclass, log_softmax, read_scores
+from lre.metrics import cllr_multiclass, log_softmax, read_scores
 from lre.utils import LreError, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -227,10 +227,10 @@ def calibrate(
     Utterances without a label, and labels outside the score table's languages, are skipped
     (counted in the log). Returns the calibration dict written to ``out``.
     """
-    from lre.data.datadir import read_kv
+    from lre.data.tables import read_table
 
     utts, langs, scores = read_scores(scores_path)
-    utt2lang = read_kv(os.path.join(os.fspath(data_dir), "utt2lang"))
+    utt2lang = read_table(os.path.join(os.fspath(data_dir), "utt2lang"))
     lang_index = {lang: i for i, lang in enumerate(langs)}
     keep, labels, unlabelled, out_of_set = [], [], [], []
     for row, utt in enumerate(utts):

@@ -21,33 +21,26 @@ padded frames; each batch carries the utterance ids and frame index maps.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import re
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
-import kaldiio
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lre.config import Section
+from lre.data.tables import read_table
+from lre.features.reader import FeatureReader, FeatureReadError
+from lre.models.geometry import SegmentGeometry
 from lre.utils import LreError
 
 logger = logging.getLogger(__name__)
 
-#: Frames per segment hop and per segment span when a model does not tell (HGRU defaults).
-DEFAULT_SEGMENT_HOP = 100
-DEFAULT_SEGMENT_SPAN = 110
-_ARK_OFFSET = re.compile(r"^(.*):(\d+)$")
-
-
-class FeatureReadError(LreError):
-    """One utterance's features could not be read."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -55,12 +48,21 @@ class FeatureReadError(LreError):
 
 
 @dataclass
-class LoaderConfig:
+class LoaderConfig(Section):
     """Settings of the data loaders (the ``data:`` section of a training config).
 
     ``batch_size`` is the number of crops per step *per process*; under DDP with ``N``
-    processes one optimizer step sees ``N * batch_size`` crops.
+    processes one optimizer step sees ``N * batch_size`` crops. ``from_dict`` rejects a key
+    that is not a field, naming the closest one (:class:`lre.config.Section`).
     """
+
+    NAME: ClassVar[str] = "data"
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "balance": ("none", "lang"),
+        "short_utts": ("pad", "skip"),
+        "bad_feats": ("error", "skip"),
+        "cache": ("auto", "memory", "none"),
+    }
 
     batch_size: int = 32
     crop_min_seconds: float = 2.0
@@ -75,240 +77,29 @@ class LoaderConfig:
     eval_max_frames: int = 60000  # padded frames per scoring batch
     eval_batch_size: int = 64
 
-    CHOICES = {
-        "balance": ("none", "lang"),
-        "short_utts": ("pad", "skip"),
-        "bad_feats": ("error", "skip"),
-        "cache": ("auto", "memory", "none"),
-    }
-
-    def validate(self, where: str = "data") -> None:
-        """Raise :class:`LreError` naming the first bad setting."""
-        for name, choices in self.CHOICES.items():
-            value = getattr(self, name)
-            if value not in choices:
-                raise LreError(f"{where}.{name}: {value!r} is not one of {', '.join(choices)}")
-        for name in ("batch_size", "bucket_pool", "eval_max_frames", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise LreError(f"{where}.{name}: must be at least 1, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise LreError(f"{where}.num_workers: must be >= 0, got {self.num_workers}")
+    def check(self, source: str) -> None:
+        """Sizes at least 1, workers >= 0, and ``0 < crop_min_seconds <= crop_max_seconds``."""
+        self.require(source, [
+            *((getattr(self, name) >= 1, name, "must be at least 1")
+              for name in ("batch_size", "bucket_pool", "eval_max_frames", "eval_batch_size")),
+            (self.num_workers >= 0, "num_workers", "must be >= 0"),
+        ])
         if not 0 < self.crop_min_seconds <= self.crop_max_seconds:
             raise LreError(
-                f"{where}: crop_min_seconds ({self.crop_min_seconds}) must be > 0 and <= "
-                f"crop_max_seconds ({self.crop_max_seconds})"
+                f"{source}: {self.NAME}: crop_min_seconds ({self.crop_min_seconds}) must be "
+                f"> 0 and <= crop_max_seconds ({self.crop_max_seconds})"
             )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LoaderConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class SegmentGeometry:
-    """How a model cuts frames into segments: segment ``k`` spans frames
-    ``[k * hop, k * hop + span)`` (HGRU defaults: hop 100, span 110)."""
-
-    hop: int = DEFAULT_SEGMENT_HOP
-    span: int = DEFAULT_SEGMENT_SPAN
-    frame_shift: float = 0.01
-
-    def frames(self, segments: int | np.ndarray) -> int | np.ndarray:
-        """Frames needed for ``segments`` whole segments (elementwise for arrays)."""
-        return (segments - 1) * self.hop + self.span
-
-    def segments(self, frames: int | np.ndarray) -> int | np.ndarray:
-        """Whole segments in ``frames`` frames, 0 when shorter than one segment (elementwise
-        for arrays)."""
-        whole = np.maximum((np.asarray(frames) - self.span) // self.hop + 1, 0)
-        return int(whole) if whole.ndim == 0 else whole
-
-    def seconds_to_segments(self, seconds: float) -> int:
-        """Nearest whole number of segments (at least 1) to ``seconds`` of speech."""
-        return max(1, round(seconds / (self.hop * self.frame_shift)))
-
-
-def geometry_of(
-    model: torch.nn.Module, feat_dim: int, frame_shift: float = 0.01
-) -> SegmentGeometry:
-    """Read a model's segment geometry from the segment spans of one forward pass.
-
-    Works for any model that follows the ``ModelOutput`` contract, whatever its config keys.
-    """
-    probe = max(1000, 4 * int(getattr(model, "min_frames", 0) or 0))
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            out = model(
-                torch.zeros(1, probe, feat_dim, device=device),
-                torch.tensor([probe], dtype=torch.long, device=device),
-            )
-    finally:
-        model.train(was_training)
-    spans = out.segment_frames[0][out.segment_mask[0]].cpu().numpy()
-    if len(spans) < 2:
-        logger.warning("model gives %d segment(s) for %d frames: assuming 1 s segments",
-                       len(spans), probe)
-        return SegmentGeometry(frame_shift=frame_shift)
-    hop = int(spans[1, 0] - spans[0, 0])
-    span = int(spans[0, 1] - spans[0, 0])
-    if hop <= 0 or span <= 0:
-        raise LreError(f"model: segment spans are not increasing ({spans[:2].tolist()})")
-    return SegmentGeometry(hop=hop, span=span, frame_shift=frame_shift)
 
 
 # --------------------------------------------------------------------------------------------
 # Reading features
 
 
-def _read_table(path: Path) -> dict[str, str]:
-    from lre.data.datadir import read_kv
-
-    return read_kv(path)
-
-
-def _ark_of(spec: str) -> str:
-    m = _ARK_OFFSET.match(spec)
-    return m.group(1) if m else spec
-
-
 def _utt2lang(data_dir: Path) -> dict[str, str]:
     path = data_dir / "utt2lang"
     if not path.is_file():
         raise LreError(f"{path}: not found")
-    return _read_table(path)
-
-
-class FeatureReader:
-    """Post-processed features of one data dir's utterances, by utterance id.
-
-    Reads ``feats.scp`` (+ ``vad.scp``) and ``feats_config.json``. Without
-    ``feats_config.json`` (features from another tool) the matrices are used as they are,
-    after voiced-frame selection when ``vad.scp`` exists.
-    """
-
-    def __init__(self, data_dir: str | os.PathLike):
-        self.data_dir = Path(data_dir)
-        feats_scp = self.data_dir / "feats.scp"
-        if not feats_scp.is_file():
-            raise LreError(f"{feats_scp}: not found (compute features first: lre features)")
-        self.feats_scp = _read_table(feats_scp)
-        vad_scp = self.data_dir / "vad.scp"
-        self.vad_scp = _read_table(vad_scp) if vad_scp.is_file() else None
-        cfg_path = self.data_dir / "feats_config.json"
-        self.feature_config = None
-        if cfg_path.is_file():
-            from lre.features import FeatureConfig
-
-            try:
-                with open(cfg_path, encoding="utf-8") as f:
-                    self.feature_config = FeatureConfig.from_dict(json.load(f))
-            except (LreError, ValueError, TypeError, KeyError) as e:
-                raise LreError(f"{cfg_path}: not a feature config: {e}") from None
-        else:
-            logger.warning("%s: no feats_config.json, features are used without CMVN", data_dir)
-        self.frame_shift = float(getattr(self.feature_config, "frame_shift", 0.01))
-        self._fd: dict[str, Any] = {}
-        self._fd_pid = os.getpid()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Open file handles stay with the process that opened them.
-        state = self.__dict__.copy()
-        state["_fd"] = {}
-        return state
-
-    def _fds(self) -> dict[str, Any]:
-        # A forked loader worker must not share (and seek) its parent's file handles.
-        if self._fd_pid != os.getpid():
-            self._fd, self._fd_pid = {}, os.getpid()
-        return self._fd
-
-    def close(self) -> None:
-        for f in self._fd.values():
-            f.close()
-        self._fd = {}
-
-    def missing_arks(self, utts: Sequence[str]) -> dict[str, str]:
-        """``utt -> message`` for utterances whose ark file does not exist."""
-        exists: dict[str, bool] = {}
-        bad = {}
-        for utt in utts:
-            for table in (self.feats_scp, self.vad_scp or {}):
-                if utt not in table:
-                    continue
-                ark = _ark_of(table[utt])
-                if ark not in exists:
-                    exists[ark] = ark.endswith("|") or Path(ark).is_file()
-                if not exists[ark]:
-                    bad[utt] = f"{utt}: cannot read features: {ark}: no such file"
-        return bad
-
-    def _load(self, utt: str, table: dict[str, str], what: str) -> np.ndarray:
-        spec = table[utt]
-        try:
-            return np.asarray(kaldiio.load_mat(spec, fd_dict=self._fds()))
-        except Exception as e:  # kaldiio raises many kinds for a damaged ark
-            cause = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise FeatureReadError(
-                f"{utt}: cannot read {what} from {_ark_of(spec)}: {cause}"
-            ) from None
-
-    def raw_vad(self, utt: str) -> np.ndarray | None:
-        """The VAD decision per original frame, ``(frames,)`` bool, or None without vad.scp."""
-        if self.vad_scp is None or utt not in self.vad_scp:
-            return None
-        return self._load(utt, self.vad_scp, "vad").reshape(-1) > 0.5
-
-    def read(self, utt: str) -> tuple[np.ndarray, np.ndarray]:
-        """Features ``(frames', feat_dim)`` float32 after VAD + CMVN, and each kept frame's
-        index in the original frame sequence ``(frames',)`` int64."""
-        feats = self._load(utt, self.feats_scp, "features")
-        if feats.ndim != 2 or feats.shape[0] == 0:
-            raise FeatureReadError(
-                f"{utt}: features in {_ark_of(self.feats_scp[utt])} have shape {feats.shape}, "
-                "expected (frames, dim)"
-            )
-        if not np.isfinite(feats).all():
-            ark = _ark_of(self.feats_scp[utt])
-            raise FeatureReadError(f"{utt}: features in {ark} hold NaN/inf")
-        vad = self.raw_vad(utt)
-        if vad is not None and len(vad) != len(feats):
-            raise FeatureReadError(
-                f"{utt}: vad.scp has {len(vad)} frames but feats.scp has {len(feats)}"
-            )
-        if self.feature_config is not None:
-            from lre.features import postprocess
-
-            out, index = postprocess(feats, vad, self.feature_config)
-        elif vad is not None:
-            index = np.flatnonzero(vad)
-            out = feats[index]
-        else:
-            out, index = feats, np.arange(len(feats))
-        return np.ascontiguousarray(out, dtype=np.float32), np.asarray(index, dtype=np.int64)
-
-    def length_estimate(self, utt: str) -> int:
-        """Frames left after VAD without reading the feature matrix (voiced frames in vad.scp,
-        else the matrix's frame count)."""
-        vad = self.raw_vad(utt)
-        if vad is not None:
-            return int(vad.sum())
-        return int(self._load(utt, self.feats_scp, "features").shape[0])
-
-    @property
-    def feat_dim(self) -> int:
-        """Feature dimension, from the config or the first matrix."""
-        dim = getattr(self.feature_config, "feat_dim", None)
-        if dim:
-            return int(dim)
-        first = next(iter(self.feats_scp))
-        return int(self._load(first, self.feats_scp, "features").shape[1])
+    return read_table(path)
 
 
 def _describe(utts: Sequence[str], limit: int = 5) -> str:

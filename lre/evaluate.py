@@ -5,7 +5,7 @@ Reads, from a scores dir written by ``lre score``: ``scores.tsv`` (log-posterior
 and from the data dir: ``utt2lang`` and, when present, ``utt2dur`` (duration buckets) and
 the audio (attention plots). Writes beside the scores:
 
-- ``results.json``: every figure of :func:`lre.scoring.compute_metrics` for the whole set and
+- ``results.json``: every figure of :func:`lre.metrics.compute_metrics` for the whole set and
   per duration bucket, plus the list of utterances that were not scored. Rates and costs are
   fractions, Cllr in bits; a value that cannot be computed (or is infinite) is ``null``.
 - ``report.md``: summary, per-language and confusion tables, open-set figures, the
@@ -26,12 +26,14 @@ import math
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lre.scoring import (
+from lre.inference.records import ResultRecord, read_records
+from lre.metrics import (
     DURATION_BUCKETS,
     compute_metrics,
     duration_bucket,
@@ -74,54 +76,30 @@ def _read_llr(path: Path, utts: list[str], langs: list[str],
     return llr[[row[u] for u in utts]][:, cols], "llr.tsv"
 
 
-def _read_attention(path: Path) -> dict[str, dict[str, Any]]:
-    """``attention.jsonl`` -> {utt: record}; malformed lines are skipped with a warning."""
-    records: dict[str, dict[str, Any]] = {}
-    bad = 0
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                records[str(rec["utt"])] = rec
-            except (json.JSONDecodeError, KeyError, TypeError):
-                bad += 1
-    if bad:
-        log.warning("%s: %d malformed lines skipped", path, bad)
-    return records
-
-
 # ----------------------------------------------------------------------------------------
 # evaluate
 # ----------------------------------------------------------------------------------------
 
 
-def evaluate(
-    scores_dir: PathLike,
-    data_dir: PathLike,
-    unknown_threshold: float | None = None,
-    plots: bool = True,
-    max_attention_plots: int = 3,
-) -> dict[str, Any]:
-    """Compute all metrics of a scored set and write results.json, report.md and plots.
+@dataclass
+class _Aligned:
+    """The scores of every labelled utterance, in ``utt2lang`` order (``n`` rows).
 
-    Returns the results dict (as written to ``results.json``, before NaN -> null).
+    Unscored utterances get flat log-posteriors and llr 0, and ``scored`` False.
     """
-    from lre.data.datadir import read_float_map, read_kv
 
-    scores_dir, data_dir = Path(scores_dir), Path(data_dir)
-    if unknown_threshold is not None and not 0.0 <= unknown_threshold <= 1.0:
-        raise LreError(f"--unknown-threshold {unknown_threshold}: must be a posterior in [0, 1]")
-    utts, langs, scores = read_scores(scores_dir / "scores.tsv")
-    if len(langs) < 2:
-        raise LreError(f"{scores_dir / 'scores.tsv'}: needs at least 2 language columns")
-    logpost = log_softmax(scores)
-    llr, llr_source = _read_llr(scores_dir / "llr.tsv", utts, langs, logpost)
-    utt2lang = read_kv(data_dir / "utt2lang")
-    utt2dur = read_float_map(data_dir / "utt2dur") if (data_dir / "utt2dur").exists() else None
+    utts: list[str]
+    logpost: np.ndarray  # (n, langs)
+    llr: np.ndarray  # (n, langs)
+    labels: np.ndarray  # (n,) language index, -1 for a language the model does not know
+    scored: np.ndarray  # (n,) bool
+    missing: list[str]  # labelled, not scored
+    unlabelled: list[str]  # scored, not labelled
 
-    # Evaluate every labelled utterance; unscored ones get flat rows and count as errors.
+
+def _align(utts: list[str], langs: list[str], logpost: np.ndarray, llr: np.ndarray,
+           utt2lang: Mapping[str, str], labels_path: Path) -> _Aligned:
+    """Put the scored rows in the order of the labelled utterances; warn about the rest."""
     row_of = {u: i for i, u in enumerate(utts)}
     eval_utts = sorted(utt2lang, key=lambda u: u.encode("utf-8", "surrogateescape"))
     lang_index = {lang: i for i, lang in enumerate(langs)}
@@ -139,45 +117,82 @@ def evaluate(
     unlabelled = [u for u in utts if u not in utt2lang]
     if missing:
         log.warning("%d of %d utterances in %s have no scores; counted as errors (e.g. %s)",
-                    len(missing), n_eval, data_dir / "utt2lang", missing[0])
+                    len(missing), n_eval, labels_path, missing[0])
     if unlabelled:
         log.warning("%d scored utterances are not in %s; ignored (e.g. %s)",
-                    len(unlabelled), data_dir / "utt2lang", unlabelled[0])
+                    len(unlabelled), labels_path, unlabelled[0])
     if n_eval == 0:
-        raise LreError(f"{data_dir / 'utt2lang'}: no utterances to evaluate")
-    oos_langs = sorted({utt2lang[u] for u in eval_utts} - set(langs))
+        raise LreError(f"{labels_path}: no utterances to evaluate")
+    return _Aligned(eval_utts, lp, lr, labels, scored, missing, unlabelled)
+
+
+def _duration_buckets(aligned: _Aligned, langs: list[str], utt2dur: Mapping[str, float],
+                      unknown_threshold: float | None, durations_path: Path) -> dict[str, Any]:
+    """:func:`compute_metrics` of each duration bucket that has utterances."""
+    names = np.array([duration_bucket(utt2dur[u]) if u in utt2dur else ""
+                      for u in aligned.utts])
+    no_dur = int((names == "").sum())
+    if no_dur:
+        log.warning("%s: %d evaluated utterances have no duration; left out of the "
+                    "duration buckets", durations_path, no_dur)
+    buckets: dict[str, Any] = {}
+    for name in DURATION_BUCKETS:
+        sel = names == name
+        if sel.any():
+            buckets[name] = compute_metrics(aligned.logpost[sel], aligned.labels[sel], langs,
+                                            llr=aligned.llr[sel],
+                                            unknown_threshold=unknown_threshold,
+                                            scored=aligned.scored[sel])
+    return buckets
+
+
+def evaluate(
+    scores_dir: PathLike,
+    data_dir: PathLike,
+    unknown_threshold: float | None = None,
+    plots: bool = True,
+    max_attention_plots: int = 3,
+) -> dict[str, Any]:
+    """Compute all metrics of a scored set and write results.json, report.md and plots.
+
+    Returns the results dict (as written to ``results.json``, before NaN -> null).
+    """
+    from lre.data.datadir import read_float_map
+    from lre.data.tables import read_table
+
+    scores_dir, data_dir = Path(scores_dir), Path(data_dir)
+    if unknown_threshold is not None and not 0.0 <= unknown_threshold <= 1.0:
+        raise LreError(f"--unknown-threshold {unknown_threshold}: must be a posterior in [0, 1]")
+    utts, langs, scores = read_scores(scores_dir / "scores.tsv")
+    if len(langs) < 2:
+        raise LreError(f"{scores_dir / 'scores.tsv'}: needs at least 2 language columns")
+    logpost = log_softmax(scores)
+    llr, llr_source = _read_llr(scores_dir / "llr.tsv", utts, langs, logpost)
+    utt2lang = read_table(data_dir / "utt2lang")
+    durations_path = data_dir / "utt2dur"
+    utt2dur = read_float_map(durations_path) if durations_path.exists() else None
+    # Every labelled utterance is evaluated; unscored ones count as errors.
+    aligned = _align(utts, langs, logpost, llr, utt2lang, data_dir / "utt2lang")
 
     results: dict[str, Any] = {
         "scores": str(scores_dir / "scores.tsv"),
         "llr": llr_source,
         "data": str(data_dir),
         "langs": langs,
-        "out_of_set_langs": oos_langs,
-        "missing": missing,
-        "num_unlabelled_scores": len(unlabelled),
+        "out_of_set_langs": sorted({utt2lang[u] for u in aligned.utts} - set(langs)),
+        "missing": aligned.missing,
+        "num_unlabelled_scores": len(aligned.unlabelled),
     }
-    results.update(compute_metrics(lp, labels, langs, llr=lr,
-                                   unknown_threshold=unknown_threshold, scored=scored))
+    results.update(compute_metrics(aligned.logpost, aligned.labels, langs, llr=aligned.llr,
+                                   unknown_threshold=unknown_threshold, scored=aligned.scored))
+    results["duration_buckets"] = {} if utt2dur is None else _duration_buckets(
+        aligned, langs, utt2dur, unknown_threshold, durations_path)
 
-    buckets: dict[str, Any] = {}
-    if utt2dur is not None:
-        names = np.array([duration_bucket(utt2dur[u]) if u in utt2dur else "" for u in eval_utts])
-        no_dur = int((names == "").sum())
-        if no_dur:
-            log.warning("%s: %d evaluated utterances have no duration; left out of the "
-                        "duration buckets", data_dir / "utt2dur", no_dur)
-        for name in DURATION_BUCKETS:
-            sel = names == name
-            if sel.any():
-                buckets[name] = compute_metrics(lp[sel], labels[sel], langs, llr=lr[sel],
-                                                unknown_threshold=unknown_threshold,
-                                                scored=scored[sel])
-    results["duration_buckets"] = buckets
-
-    results["plots"] = _write_plots(results, scores_dir, data_dir, lp[scored], lr[scored],
-                                    labels[scored], [u for u, s in zip(eval_utts, scored,
-                                                                       strict=True) if s],
-                                    max_attention_plots) if plots else {}
+    sel = aligned.scored
+    results["plots"] = _write_plots(
+        results, scores_dir, data_dir, aligned.logpost[sel], aligned.llr[sel],
+        aligned.labels[sel], [u for u, s in zip(aligned.utts, sel, strict=True) if s],
+        max_attention_plots) if plots else {}
     atomic_write_text(scores_dir / "results.json",
                       json.dumps(json_ready(results), indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(scores_dir / "report.md", render_report(results))
@@ -211,13 +226,12 @@ def _write_plots(results: Mapping[str, Any], scores_dir: Path, data_dir: Path,
     att_path = scores_dir / "attention.jsonl"
     if max_attention_plots <= 0 or not att_path.exists():
         return out
-    records = _read_attention(att_path)
+    records = {r.id: r for r in read_records(att_path, skip_invalid=True)}
     chosen = _choose_attention_utts(records, logpost, labels, utts, max_attention_plots)
     if not chosen:
         return out
     try:
-        from lre.data.audio import load_utterance
-        from lre.data.datadir import DataDir
+        from lre.data.datadir import DataDir, load_utterance
 
         datadir = DataDir.load(data_dir)
     except (ImportError, LreError) as e:
@@ -238,8 +252,9 @@ def _write_plots(results: Mapping[str, Any], scores_dir: Path, data_dir: Path,
     return out
 
 
-def _choose_attention_utts(records: Mapping[str, Any], logpost: np.ndarray, labels: np.ndarray,
-                           utts: list[str], limit: int) -> list[tuple[str, str]]:
+def _choose_attention_utts(records: Mapping[str, ResultRecord], logpost: np.ndarray,
+                           labels: np.ndarray, utts: list[str],
+                           limit: int) -> list[tuple[str, str]]:
     """Pick instructive utterances: the most confident correct one, the most confident error,
     then the longest correct ones (most segments)."""
     have = [i for i, u in enumerate(utts) if u in records]
@@ -254,7 +269,7 @@ def _choose_attention_utts(records: Mapping[str, Any], logpost: np.ndarray, labe
         chosen.append((utts[max(correct, key=lambda i: top[i])], "most confident correct"))
     if wrong:
         chosen.append((utts[max(wrong, key=lambda i: top[i])], "most confident error"))
-    by_length = sorted(correct, key=lambda i: -len(records[utts[i]].get("segments") or []))
+    by_length = sorted(correct, key=lambda i: -len(records[utts[i]].segments))
     for i in by_length:
         if len(chosen) >= limit:
             break

@@ -35,13 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from lre.score import (
-    CALIBRATION,
-    FEATS_CONFIG,
-    ChunkOutput,
-    pad_batch,
-    split_outputs,
-)
+from lre.features.reader import FEATS_CONFIG
+from lre.inference.model_dir import CALIBRATION
+from lre.inference.runner import ChunkOutput, pad_batch, split_outputs
 from lre.utils import LreError, atomic_open
 
 logger = logging.getLogger(__name__)
@@ -276,7 +272,7 @@ def _session(model: bytes | str | os.PathLike, num_threads: int | None = None):
 
 
 class OnnxRunner:
-    """Runs an exported ``model.onnx`` (implements :class:`lre.score.ModelRunner`)."""
+    """Runs an exported ``model.onnx`` (implements :class:`lre.inference.runner.ModelRunner`)."""
 
     def __init__(self, model: bytes | str | os.PathLike, num_threads: int | None = None):
         try:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -516,6 +516,51 @@ def duration_bucket(seconds: float) -> str:
     return ">10s"
 
 
+def _nist_costs(labels: np.ndarray, llr: np.ndarray) -> dict[str, dict[str, float]]:
+    """Normalised actual/min Cavg at each NIST P_target and their mean, C_primary.
+
+    ``labels`` (utts,) in-set language indices, ``llr`` (utts, langs).
+    """
+    nist = {f"Cavg@{p:g}": nist_cavg(labels, llr, p) for p in NIST_P_TARGETS}
+    nist["C_primary"] = {
+        "actual": float(np.mean([nist[f"Cavg@{p:g}"]["actual"] for p in NIST_P_TARGETS])),
+        "min": float(np.mean([nist[f"Cavg@{p:g}"]["min"] for p in NIST_P_TARGETS])),
+    }
+    return nist
+
+
+def _per_language(
+    langs: list[str],
+    labels: np.ndarray,
+    llr: np.ndarray,
+    langs_eval: Sequence[int],
+    prf: Mapping[str, np.ndarray],
+    p_miss: np.ndarray,
+    p_fa: np.ndarray,
+) -> dict[str, dict[str, Any]]:
+    """Support, precision, recall, F1 of every language; Pmiss, Pfa, EER and Cllr of those
+    evaluated (with in-set test utterances). ``labels`` (utts,), ``llr`` (utts, langs)."""
+    per_language: dict[str, dict[str, Any]] = {}
+    eval_pos = {int(lang): i for i, lang in enumerate(langs_eval)}
+    for i, name in enumerate(langs):
+        entry: dict[str, Any] = {
+            "support": int(prf["support"][i]),
+            "precision": float(prf["precision"][i]),
+            "recall": float(prf["recall"][i]),
+            "f1": float(prf["f1"][i]),
+        }
+        if i in eval_pos:
+            k = eval_pos[i]
+            entry["Pmiss"] = float(p_miss[k])
+            entry["Pfa"] = float(p_fa[k].sum() / (len(langs_eval) - 1)) if len(langs_eval) > 1 \
+                else 0.0
+            is_target = labels == i
+            entry["EER"] = eer(is_target, llr[:, i])
+            entry["Cllr"] = cllr(is_target, llr[:, i])
+        per_language[name] = entry
+    return per_language
+
+
 def compute_metrics(
     logpost: np.ndarray,
     labels: np.ndarray,
@@ -561,33 +606,8 @@ def compute_metrics(
     prf = per_language_prf(lab, dec, n)
     _, p_miss, p_fa = detection_rates(lab, _one_hot(dec, n))
     min_cost, min_thr = min_cavg(lab, lp)
-    nist = {}
-    for p in NIST_P_TARGETS:
-        nist[f"Cavg@{p:g}"] = nist_cavg(lab, lr, p)
-    nist["C_primary"] = {
-        "actual": float(np.mean([nist[f"Cavg@{p:g}"]["actual"] for p in NIST_P_TARGETS])),
-        "min": float(np.mean([nist[f"Cavg@{p:g}"]["min"] for p in NIST_P_TARGETS])),
-    }
-
-    per_language: dict[str, dict[str, Any]] = {}
-    eval_pos = {int(lang): i for i, lang in enumerate(langs_eval)}
-    for i, name in enumerate(langs):
-        entry: dict[str, Any] = {
-            "support": int(prf["support"][i]),
-            "precision": float(prf["precision"][i]),
-            "recall": float(prf["recall"][i]),
-            "f1": float(prf["f1"][i]),
-        }
-        if i in eval_pos:
-            k = eval_pos[i]
-            entry["Pmiss"] = float(p_miss[k])
-            entry["Pfa"] = float(p_fa[k].sum() / (len(langs_eval) - 1)) if len(langs_eval) > 1 \
-                else 0.0
-            is_target = lab == i
-            entry["EER"] = eer(is_target, lr[:, i])
-            entry["Cllr"] = cllr(is_target, lr[:, i])
-        per_language[name] = entry
-
+    nist = _nist_costs(lab, lr)
+    per_language = _per_language(langs, lab, lr, langs_eval, prf, p_miss, p_fa)
     cm = confusion(lab, dec, n)
     results: dict[str, Any] = {
         "num_utts": int(len(labels)),

@@ -8,7 +8,6 @@ extension) and closes it. Matplotlib runs on the non-interactive Agg backend.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -25,6 +24,7 @@ import numpy as np  # noqa: E402
 from matplotlib import mlab  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from lre.inference.records import ResultRecord, find_record  # noqa: E402
 from lre.utils import LreError, atomic_open  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -230,59 +230,23 @@ def plot_attention(
     return save_figure(fig, out_path)
 
 
-def timeline_from_record(record: Mapping[str, Any]) -> tuple[np.ndarray | None, list[str] | None]:
-    """Per-segment posteriors of an attention/identify JSON record, if it has them.
-
-    Accepts ``segments[i]["posteriors"] = {lang: p}`` on every segment, or a top-level
-    ``"timeline"`` (as ``lre identify --json --timeline`` writes it): a list of
-    ``{"start", "end", "posteriors": {lang: p}}`` or of ``{lang: p}``, or rows of numbers
-    with a ``"langs"`` list.
-    """
-    segments = record.get("segments") or []
-    rows: list[Mapping[str, float]] | None = None
-    if segments and all(isinstance(s.get("posteriors"), Mapping) for s in segments):
-        rows = [s["posteriors"] for s in segments]
-    elif isinstance(record.get("timeline"), list) and record["timeline"]:
-        tl = record["timeline"]
-        if all(isinstance(t, Mapping) and isinstance(t.get("posteriors"), Mapping)
-               for t in tl):
-            rows = [t["posteriors"] for t in tl]
-        elif isinstance(tl[0], Mapping):
-            rows = tl
-        elif record.get("langs"):
-            return np.asarray(tl, dtype=np.float64), list(record["langs"])
-    if rows is None:
-        return None, None
-    langs = list(record.get("posteriors") or rows[0])
-    return np.array([[float(r.get(lang, 0.0)) for lang in langs] for r in rows]), langs
-
-
-_NAME_KEYS = ("utt", "id", "source", "file", "path")
-
-
-def _record_name(record: Mapping[str, Any]) -> str:
-    """The utterance id or file a record describes ("" when it names none)."""
-    return next((str(record[k]) for k in _NAME_KEYS if record.get(k)), "")
-
-
 def plot_attention_record(
-    record: Mapping[str, Any],
+    record: ResultRecord | Mapping[str, Any],
     wave: np.ndarray,
     sample_rate: int,
     out_path: PathLike,
     title: str | None = None,
 ) -> Path:
-    """Plot one ``attention.jsonl`` / ``lre identify --json`` record over its audio."""
-    segments = record.get("segments")
-    if not isinstance(segments, list):
-        name = _record_name(record) or "record"
-        raise LreError(f"{name}: attention record has no 'segments' list")
-    timeline, langs = timeline_from_record(record)
-    if timeline is not None and timeline.shape[0] != len(segments):
-        timeline, langs = None, None
-    name = title or _record_name(record)
-    return plot_attention(wave, sample_rate, segments, out_path, title=name,
-                          posteriors=record.get("posteriors"), timeline=timeline, langs=langs)
+    """Plot one result record (``attention.jsonl`` / ``lre identify --json`` line, as a
+    :class:`~lre.inference.records.ResultRecord` or its dict) over its audio; the timeline
+    is drawn when the record's segments carry posteriors."""
+    if not isinstance(record, ResultRecord):
+        record = ResultRecord.from_dict(record)
+    timeline = record.timeline_array()
+    matrix, langs = timeline if timeline is not None else (None, None)
+    segments = [{"start": s.start, "end": s.end, "weight": s.weight} for s in record.segments]
+    return plot_attention(wave, sample_rate, segments, out_path, title=title or record.id,
+                          posteriors=record.posteriors, timeline=matrix, langs=langs)
 
 
 # ----------------------------------------------------------------------------------------
@@ -361,7 +325,7 @@ def det_figure(
     from scipy.stats import norm
     from sklearn.metrics import det_curve
 
-    from lre.scoring import _finite_for_ranking, detection_trials, eer
+    from lre.metrics import _finite_for_ranking, detection_trials, eer
 
     scores = np.asarray(scores, dtype=np.float64)
     lab = _labels_to_index(labels, langs)
@@ -426,45 +390,14 @@ def plot_det(scores: np.ndarray, labels: Sequence[Any], langs: Sequence[str], ou
 # ----------------------------------------------------------------------------------------
 
 
-def read_attention_record(path: PathLike, utt: str | None = None) -> dict[str, Any]:
-    """Find one record in a JSON-lines file (``attention.jsonl`` or ``identify --json``).
-
-    With ``utt`` the record whose ``utt`` (or ``id``/``source``/``file``/``path``) equals it;
-    without, the file must hold exactly one record.
-    """
-    records = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise LreError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-                if not isinstance(rec, dict):
-                    raise LreError(f"{path}:{lineno}: expected a JSON object")
-                if utt is None or utt in (rec.get(k) for k in _NAME_KEYS):
-                    records.append(rec)
-                    if utt is not None:
-                        break
-    except FileNotFoundError:
-        raise LreError(f"{path}: file not found") from None
-    if not records:
-        raise LreError(f"{path}: no record" + (f" for '{utt}'" if utt else ""))
-    if len(records) > 1:
-        raise LreError(f"{path}: {len(records)} records; choose one with --utt")
-    return records[0]
-
-
 def _scores_and_labels(scores_dir: PathLike, data_dir: PathLike,
                        use: str) -> tuple[np.ndarray, list[str], list[str], list[str]]:
-    from lre.data.datadir import read_kv
-    from lre.scoring import read_scores
+    from lre.data.tables import read_table
+    from lre.metrics import read_scores
 
     name = "llr.tsv" if use == "llr" else "scores.tsv"
     utts, langs, matrix = read_scores(Path(scores_dir) / name)
-    utt2lang = read_kv(Path(data_dir) / "utt2lang")
+    utt2lang = read_table(Path(data_dir) / "utt2lang")
     rows = [i for i, u in enumerate(utts) if u in utt2lang]
     if not rows:
         raise LreError(f"{Path(scores_dir) / name}: no scored utterance is in {data_dir}/utt2lang")
@@ -506,7 +439,7 @@ def cli_plot(args: argparse.Namespace) -> int:
         scores, labels, langs, _ = _scores_and_labels(args.scores_dir, args.data, use)
         plot_det(scores, labels, langs, out, title=f"DET curves ({use})")
     else:
-        from lre.scoring import argmax_decisions, confusion
+        from lre.metrics import argmax_decisions, confusion
 
         scores, labels, langs, _ = _scores_and_labels(args.scores_dir, args.data, "scores")
         lab = _labels_to_index(labels, langs)
@@ -521,19 +454,18 @@ def _cli_plot_attention(args: argparse.Namespace) -> int:
     from lre.data.audio import load_audio
 
     if args.json:
-        record = read_attention_record(args.json, args.utt)
-        audio = args.audio or record.get("source") or record.get("file") or record.get("path")
-        if not audio:
+        record = find_record(args.json, args.utt)
+        audio = args.audio or record.source or record.id
+        if not args.audio and record.source is None and not _names_audio(record.id):
             raise LreError(f"{args.json}: no --audio given and the record names no file")
         wave = load_audio(str(audio), sample_rate=args.sample_rate, name=str(audio))
         title = Path(str(audio)).name
     elif args.attention:
         if not args.utt or not args.data:
             raise LreError("lre plot attention --attention needs --utt and --data")
-        from lre.data.audio import load_utterance
-        from lre.data.datadir import DataDir
+        from lre.data.datadir import DataDir, load_utterance
 
-        record = read_attention_record(args.attention, args.utt)
+        record = find_record(args.attention, args.utt)
         wave = load_utterance(DataDir.load(args.data), args.utt, sample_rate=args.sample_rate)
         title = args.utt
     else:
@@ -541,3 +473,8 @@ def _cli_plot_attention(args: argparse.Namespace) -> int:
     plot_attention_record(record, wave, args.sample_rate, args.out, title=title)
     print(args.out)
     return 0
+
+
+def _names_audio(spec: str) -> bool:
+    """Whether a record id can be read as audio: an existing file or a ``cmd |`` pipe."""
+    return spec.rstrip().endswith("|") or Path(spec).is_file()

@@ -11,8 +11,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from lre.data.audio import AudioError, iter_audio, load_audio, load_utterance
-from lre.data.datadir import DataDir, Segment
+from lre.data.audio import AudioError, load_audio
+from lre.data.datadir import DataDir, Segment, iter_audio, load_utterance
 
 
 def _noise_wav(path, seconds, sr, channels=1, subtype="FLOAT", seed=0):
@@ -119,7 +119,7 @@ def test_iter_audio_skips_lists_and_continues(tmp_path, tone_wav, caplog):
     wav_scp = {**{u: spec for u, (spec, _) in bad.items()}, **good}
     dd = DataDir(tmp_path / "data", wav_scp=wav_scp, utt2lang={u: "en" for u in wav_scp},
                  utt2spk={u: u for u in wav_scp})
-    with caplog.at_level(logging.WARNING, logger="lre.data.audio"):
+    with caplog.at_level(logging.WARNING, logger="lre.data.datadir"):
         results = dict(iter_audio(dd, 16000))
     assert list(results) == dd.utts
     for utt in good:

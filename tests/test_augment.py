@@ -10,8 +10,9 @@ import pytest
 import soundfile as sf
 
 from lre.augment import AugmentOptions, augment_data_dir, generated_rir
-from lre.data.audio import load_audio, load_utterance
-from lre.data.datadir import DataDir, read_kv, validate
+from lre.data.audio import load_audio
+from lre.data.datadir import DataDir, load_utterance, validate
+from lre.data.tables import read_table
 from lre.utils import LreError
 
 SR = 16000
@@ -59,9 +60,10 @@ def test_augmented_dir_is_valid_with_new_ids(src, tmp_path):
     prefixes = ["sp0.9", "sp1.1", "noise", "reverb", "tel"]
     expected = set(GOOD) | {f"{p}-{u}" for p in prefixes for u in GOOD}
     assert set(dd.utts) == expected and report.num_utts == len(expected)
-    assert read_kv(out / "augment_failed") == {"s4-bad": read_kv(out / "augment_failed")["s4-bad"]}
-    uniq = read_kv(out / "utt2uniq")
-    aug = read_kv(out / "utt2aug")
+    failed = read_table(out / "augment_failed")
+    assert failed == {"s4-bad": failed["s4-bad"]}
+    uniq = read_table(out / "utt2uniq")
+    aug = read_table(out / "utt2aug")
     for utt in dd.utts:
         source = uniq[utt]
         assert source in GOOD and dd.utt2lang[utt] == dd.utt2lang[source]
@@ -101,7 +103,7 @@ def test_noise_snr_is_in_range(src, tmp_path, noise):
     augment_data_dir(src, out, AugmentOptions(noises=(noise,), snr=(5.0, 20.0), seed=11,
                                               keep_original=False))
     dd = DataDir.load(out)
-    aug = read_kv(out / "utt2aug")
+    aug = read_table(out / "utt2aug")
     orig = DataDir.load(src)
     assert sorted(dd.utts) == [f"noise-{u}" for u in GOOD]
     snrs = []
@@ -175,7 +177,7 @@ def test_real_rir_is_aligned_on_its_direct_path(src, tmp_path):
     for utt in GOOD:
         np.testing.assert_allclose(load_utterance(dd, f"reverb-{utt}"),
                                    load_utterance(orig, utt), atol=2e-4)
-    assert read_kv(out / "utt2aug")["reverb-s0-en"] == "reverb rir=delay.wav"
+    assert read_table(out / "utt2aug")["reverb-s0-en"] == "reverb rir=delay.wav"
 
 
 def test_generated_rir_decays_with_rt60():
@@ -226,7 +228,7 @@ def test_musan_noise_and_segmented_source(tmp_path, tone_wav):
     assert dd.segments["r1-a"] == Segment("r1", 0.0, 1.2)
     assert dd.segments["noise-r1-b"] == Segment("noise-r1-b", 0.0, 1.3)
     assert abs(dd.utt2dur["tel-r1-a"] - 1.2) < 1e-3
-    aug = read_kv(out / "utt2aug")
+    aug = read_table(out / "utt2aug")
     assert "type=musan-music" in aug["noise-r1-a"] and "src=music-0001.wav" in aug["noise-r1-a"]
     noisy, clean = load_utterance(dd, "noise-r1-b"), load_utterance(dd, "r1-b")
     snr = 10 * np.log10(np.mean(clean**2) / np.mean((noisy - clean) ** 2))

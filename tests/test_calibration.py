@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from lre import calibration, scoring
+from lre import calibration, metrics
 from lre.cli import main
-from lre.data.datadir import write_kv
+from lre.data.tables import write_table
 from lre.utils import LreError
 
 LANGS = ["de", "en", "fi", "sv"]
@@ -28,7 +28,7 @@ def synthetic_dev(n: int = 2000, seed: int = 0):
     z = rng.normal(size=(n, len(LANGS)))
     z[np.arange(n), labels] += d
     bias = np.array([2.0, 0.0, -1.0, 3.0])
-    true_logpost = scoring.log_softmax(d * z)
+    true_logpost = metrics.log_softmax(d * z)
     raw = 4 * d * z + bias
     return labels, raw, true_logpost, bias
 
@@ -40,13 +40,13 @@ def test_affine_recovers_scale_and_offsets():
     expected_beta = -bias / 4 - np.mean(-bias / 4)
     np.testing.assert_allclose(calib["beta"], expected_beta, atol=0.12)
     dev = calib["dev"]
-    cal = scoring.cllr_multiclass(labels, calibration.apply_calibration(calib, raw))
+    cal = metrics.cllr_multiclass(labels, calibration.apply_calibration(calib, raw))
     assert cal == pytest.approx(dev["Cllr_mc_calibrated"])
-    raw_cllr = scoring.cllr_multiclass(labels, raw)
+    raw_cllr = metrics.cllr_multiclass(labels, raw)
     assert dev["Cllr_mc_raw"] == pytest.approx(raw_cllr)
     assert cal < raw_cllr - 0.3  # mis-scaled scores cost a lot
     # close to the cost of the true posteriors (the best any calibration can do)
-    assert cal == pytest.approx(scoring.cllr_multiclass(labels, true_logpost), abs=0.02)
+    assert cal == pytest.approx(metrics.cllr_multiclass(labels, true_logpost), abs=0.02)
 
 
 def test_logreg_not_worse_than_raw_and_pooled_cllr_improves():
@@ -55,9 +55,9 @@ def test_logreg_not_worse_than_raw_and_pooled_cllr_improves():
     assert calib["method"] == "logreg"
     assert np.asarray(calib["coef"]).shape == (4, 4)
     cal = calibration.apply_calibration(calib, raw)
-    assert scoring.cllr_multiclass(labels, cal) <= scoring.cllr_multiclass(labels, raw)
-    before = scoring.pooled_cllr(labels, scoring.llr_from_logpost(scoring.log_softmax(raw)))
-    after = scoring.pooled_cllr(labels, scoring.llr_from_logpost(cal))
+    assert metrics.cllr_multiclass(labels, cal) <= metrics.cllr_multiclass(labels, raw)
+    before = metrics.pooled_cllr(labels, metrics.llr_from_logpost(metrics.log_softmax(raw)))
+    after = metrics.pooled_cllr(labels, metrics.llr_from_logpost(cal))
     assert after < before
 
 
@@ -69,7 +69,7 @@ def test_well_calibrated_scores_stay_put_and_two_languages():
     for method in calibration.METHODS:
         calib = calibration.fit_calibration(raw, labels, ["a", "b"], method=method)
         cal = calibration.apply_calibration(calib, raw)
-        assert scoring.cllr_multiclass(labels, cal) <= scoring.cllr_multiclass(labels, raw)
+        assert metrics.cllr_multiclass(labels, cal) <= metrics.cllr_multiclass(labels, raw)
     calib = calibration.fit_calibration(raw, labels, ["a", "b"], method="affine")
     assert calib["alpha"] == pytest.approx(1.0, abs=0.15)
 
@@ -106,11 +106,11 @@ def test_cli_calibrate(tmp_path, capsys):
     labels, raw, _, _ = synthetic_dev(n=300)
     utts = [f"u{i:04d}" for i in range(len(labels))]
     scores = tmp_path / "dev" / "scores_raw.tsv"
-    scoring.write_scores(scores, utts, LANGS, scoring.log_softmax(raw))
+    metrics.write_scores(scores, utts, LANGS, metrics.log_softmax(raw))
     data = tmp_path / "data" / "dev"
     utt2lang = {u: LANGS[k] for u, k in zip(utts, labels, strict=True)}
     utt2lang["zz_extra"] = "en"  # labelled but not scored: ignored
-    write_kv(data / "utt2lang", utt2lang)
+    write_table(data / "utt2lang", utt2lang)
     out = tmp_path / "exp" / "calibration.json"
     rc = main(["calibrate", "--scores", str(scores), "--data", str(data), "--out", str(out)])
     assert rc == 0

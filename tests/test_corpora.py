@@ -10,10 +10,10 @@ import pytest
 import soundfile as sf
 
 from lre.cli import main as lre_main
-from lre.data.audio import load_utterance
 from lre.data.corpora import prepare
 from lre.data.corpora.common import SKIPPED_FILE
-from lre.data.datadir import DataDir, read_kv, read_segments, validate
+from lre.data.datadir import DataDir, load_utterance, read_segments, validate
+from lre.data.tables import read_table
 from lre.utils import LreError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ def test_commonvoice(tmp_path):
     assert train.utt2lang[f"{spk_a}-common_voice_sv_SE_1"] == "sv"
     assert train.wav_scp[utt] == str(root / "fi" / "clips" / "common_voice_fi_1.mp3")
     assert train.utt2dur[utt] == pytest.approx(1.1, abs=0.06)  # real MP3 duration
-    assert read_kv(out / "train" / "text")[utt] == 'Lause "1" tässä.'
+    assert read_table(out / "train" / "text")[utt] == 'Lause "1" tässä.'
     assert len(train) == 6
     reasons = skipped_reasons(out / "train")
     assert set(reasons) == {f"{clients['b'][:16]}-common_voice_fi_99",
@@ -184,7 +184,7 @@ def test_fleurs(tmp_path):
                               "fi_fi-1001": "fi", "fi_fi-1002": "fi"}
     assert train.utt2spk["fi_fi-1001"] == "fi_fi-1001"  # no speaker ids in FLEURS
     assert train.utt2dur["fi_fi-1002"] == pytest.approx(1.25)
-    assert read_kv(out / "train" / "text")["fi_fi-1001"] == "Raw Text 1."
+    assert read_table(out / "train" / "text")["fi_fi-1001"] == "Raw Text 1."
     dev_reasons = skipped_reasons(out / "dev")
     assert len(dev_reasons) == 2 and all("expected 7" in r for r in dev_reasons.values())
     test_reasons = skipped_reasons(out / "test")
@@ -192,7 +192,7 @@ def test_fleurs(tmp_path):
     assert len(assert_valid(out / "test")) == 3
     # one language folder alone, labels mapped
     prepare("fleurs", root / "cmn_hans_cn", tmp_path / "zh", lang_map={"cmn_hans_cn": "zh"})
-    assert set(read_kv(tmp_path / "zh" / "dev" / "utt2lang").values()) == {"zh"}
+    assert set(read_table(tmp_path / "zh" / "dev" / "utt2lang").values()) == {"zh"}
 
 
 # ---------------------------------------------------------------- one folder per language
@@ -230,7 +230,7 @@ def test_folders_speaker_disjoint_split(tmp_path):
     prepare("folders", root, again, ratios="0.6,0.2,0.2", speaker_from="dir", seed=1)
     for s in sets:
         assert (out / s / "utt2spk").read_text() == (again / s / "utt2spk").read_text()
-        assert set(read_kv(out / s / "utt2lang").values()) == {"de", "fi"}
+        assert set(read_table(out / s / "utt2lang").values()) == {"de", "fi"}
 
 
 def test_folders_random_split_without_speakers(tmp_path):
@@ -270,7 +270,7 @@ def test_kaldi_import(tmp_path):
     assert "duplicate id 'fi-s1-0'" in reasons["wav.scp:6"]
     assert "audio file not found" in reasons["xx-s3-0"]
     assert reasons["nolang"] == "no language (utt-prefix)"
-    assert read_kv(out / "train" / "text") == {"fi-s1-0": "hei maailma"}
+    assert read_table(out / "train" / "text") == {"fi-s1-0": "hei maailma"}
 
     # segments + an utt2lang file + a language map
     seg_src = tmp_path / "kaldi" / "dev"

@@ -11,20 +11,19 @@ import numpy as np
 import pytest
 
 from lre.cli import main
-from lre.data.audio import load_utterance
 from lre.data.datadir import (
     DataDir,
     Segment,
     combine,
     fix,
-    read_kv,
+    load_utterance,
     read_segments,
     split,
     subset,
     subset_per_lang,
     validate,
-    write_kv,
 )
+from lre.data.tables import read_table, write_table
 from lre.utils import LreError
 
 UTTS = {  # utt -> (lang, speaker, tone frequency)
@@ -54,7 +53,7 @@ def make_dir(root, tone_wav, with_feats=False):
         with kaldiio.WriteHelper(f"ark,scp:{root}/vad.ark,{root}/vad.scp") as w:
             for u in UTTS:
                 w(u, np.ones(48, dtype=np.float32))
-        feats_scp, vad_scp = read_kv(root / "feats.scp"), read_kv(root / "vad.scp")
+        feats_scp, vad_scp = read_table(root / "feats.scp"), read_table(root / "vad.scp")
         dd.feats_scp, dd.vad_scp = feats_scp, vad_scp
         dd.utt2num_frames = dict.fromkeys(UTTS, 48)
     dd.write()
@@ -66,14 +65,14 @@ def make_dir(root, tone_wav, with_feats=False):
 def test_write_is_c_sorted_and_reads_back(tmp_path):
     keys = ["b", "a_1", "a-1", "A1", "a1", "\u00e4x", "Z", "a"]
     mapping = {k: f"v {i}" for i, k in enumerate(keys)}
-    write_kv(tmp_path / "f", mapping)
+    write_table(tmp_path / "f", mapping)
     lines = (tmp_path / "f").read_text("utf-8").splitlines()
     c_sorted = subprocess.run(["sort"], input="\n".join(lines) + "\n", capture_output=True,
                               text=True, env={**os.environ, "LC_ALL": "C"}, check=True).stdout
     assert lines == c_sorted.splitlines()
     want = ["A1", "Z", "a", "a-1", "a1", "a_1", "b", "\u00e4x"]
     assert [line.split()[0] for line in lines] == want
-    assert read_kv(tmp_path / "f") == mapping
+    assert read_table(tmp_path / "f") == mapping
 
 
 def test_datadir_round_trip_with_segments(tmp_path, tone_wav):
@@ -97,7 +96,7 @@ def test_datadir_round_trip_with_segments(tmp_path, tone_wav):
 def test_read_errors_name_file_and_line(tmp_path):
     (tmp_path / "utt2lang").write_text("a en\nb fi\na sv\n")
     with pytest.raises(LreError, match=r"utt2lang:3: duplicate id 'a' \(first on line 1\)"):
-        read_kv(tmp_path / "utt2lang")
+        read_table(tmp_path / "utt2lang")
     (tmp_path / "segments").write_text("a rec 0 x\n")
     with pytest.raises(LreError, match=r"segments:1: segment 'a': start/end are not numbers"):
         read_segments(tmp_path / "segments")
@@ -224,7 +223,7 @@ def test_split_is_balanced_contiguous_valid_and_reused(tmp_path, tone_wav):
     for part in parts:
         assert validate(part) == []
         assert (part / "feats_config.json").read_text() == (d / "feats_config.json").read_text()
-    assert read_kv(parts[1] / "feats.scp") == {u: read_kv(d / "feats.scp")[u]
+    assert read_table(parts[1] / "feats.scp") == {u: read_table(d / "feats.scp")[u]
                                               for u in ["fi_b2", "sv_c1"]}
     stamp = (parts[0] / "utt2lang").stat().st_mtime_ns
     assert split(d, 2) == parts
@@ -278,3 +277,25 @@ def test_load_refuses_inconsistent_dir(tmp_path, tone_wav):
     (d / "utt2spk").write_text("en_a1 a\n")
     with pytest.raises(LreError, match="4 utterances in wav.scp have no entry in utt2spk"):
         DataDir.load(d)
+
+
+def test_validate_names_line_form_problems(tmp_path, tone_wav):
+    d = make_dir(tmp_path, tone_wav)
+    (d / "utt2lang").write_bytes(b"en_a1 en\r\nen_a2 en\n\nfi_b1 f\xeei\nfi_b2 fi\nsv_c1 sv\n")
+    (d / "utt2dur").write_bytes(b"")
+    problems = {str(p) for p in validate(d)}
+    assert f"{d}/utt2lang:1: line ends with a carriage return (DOS line ending)" in problems
+    assert f"{d}/utt2lang:3: empty line" in problems
+    assert f"{d}/utt2lang:4: line is not valid UTF-8" in problems
+    assert f"{d}/utt2dur: file is empty" in problems
+
+
+def test_validate_checks_archives_of_ranged_ark_offsets(tmp_path, tone_wav):
+    d = make_dir(tmp_path, tone_wav, with_feats=True)
+    feats = read_table(d / "feats.scp")
+    feats["en_a1"] = f"{tmp_path}/feats.ark:{feats['en_a1'].rsplit(':', 1)[1]}[0:9]"
+    feats["fi_b1"] = f"{tmp_path}/gone.ark:12[0:9]"
+    write_table(d / "feats.scp", feats)
+    problems = [str(p) for p in validate(d)]
+    assert problems == [f"{d}/feats.scp:3: archive does not exist: {tmp_path}/gone.ark "
+                        "(1 entries)"]

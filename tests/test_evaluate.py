@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from lre import report, scoring
+from lre import evaluate, metrics
 from lre.cli import main
 from lre.data.datadir import DataDir
 
@@ -39,8 +39,8 @@ def scored_set(tmp_path, tone_wav):
         logpost = np.log(post)
     utts = [f"u{i}" for i in range(8)] + ["u9", "zz"]
     scores_dir = tmp_path / "exp" / "test"
-    scoring.write_scores(scores_dir / "scores.tsv", utts, LANGS, logpost)
-    scoring.write_scores(scores_dir / "llr.tsv", utts, LANGS, scoring.llr_from_logpost(logpost))
+    metrics.write_scores(scores_dir / "scores.tsv", utts, LANGS, logpost)
+    metrics.write_scores(scores_dir / "llr.tsv", utts, LANGS, metrics.llr_from_logpost(logpost))
     with open(scores_dir / "attention.jsonl", "w") as f:
         for i in (2, 5, 7):
             dur = DURATIONS[f"u{i}"]
@@ -58,7 +58,7 @@ def scored_set(tmp_path, tone_wav):
 
 def test_evaluate_writes_results_report_and_plots(scored_set):
     scores_dir, data = scored_set
-    res = report.evaluate(scores_dir, data)
+    res = evaluate.evaluate(scores_dir, data)
     saved = json.loads((scores_dir / "results.json").read_text())
     for key in ("accuracy", "Cavg", "minCavg", "nist", "EER", "Cllr", "Cllr_mc", "per_language",
                 "confusion", "duration_buckets", "missing", "open_set", "plots"):
@@ -121,3 +121,17 @@ def test_cli_evaluate_open_set_prints_table(scored_set, capsys):
     rc = main(["evaluate", "--scores-dir", str(scores_dir), "--data", str(data),
                "--unknown-threshold", "1.5"])
     assert rc == 1
+
+
+def test_evaluate_reads_attention_records_in_the_current_layout(scored_set):
+    from lre.inference.records import read_records, write_records
+
+    scores_dir, data = scored_set
+    path = scores_dir / "attention.jsonl"
+    records = list(read_records(path, skip_invalid=True))
+    write_records(path, records)
+    assert json.loads(path.read_text().splitlines()[0])["id"] == "u2"
+    res = evaluate.evaluate(scores_dir, data, max_attention_plots=2)
+    assert [a["utt"] for a in res["plots"]["attention"]] == ["u2", "u7"]
+    for item in res["plots"]["attention"]:
+        assert (scores_dir / item["file"]).stat().st_size > 5000

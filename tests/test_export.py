@@ -86,13 +86,12 @@ def test_onnx_identify_gives_the_torch_posteriors(exported):
     assert a.chunks >= 2 and a.chunks == b.chunks
     np.testing.assert_allclose(list(b.posteriors.values()), list(a.posteriors.values()),
                                atol=1e-5)
-    assert [(s["start"], s["end"]) for s in a.segments] == \
-        [(s["start"], s["end"]) for s in b.segments]
-    np.testing.assert_allclose([s["weight"] for s in b.segments],
-                               [s["weight"] for s in a.segments], atol=1e-5)
+    assert [(s.start, s.end) for s in a.segments] == \
+        [(s.start, s.end) for s in b.segments]
+    np.testing.assert_allclose([s.weight for s in b.segments],
+                               [s.weight for s in a.segments], atol=1e-5)
     for ta, tb in zip(a.timeline, b.timeline, strict=True):
-        np.testing.assert_allclose(list(tb["posteriors"].values()),
-                                   list(ta["posteriors"].values()), atol=1e-5)
+        np.testing.assert_allclose(list(tb.values()), list(ta.values()), atol=1e-5)
 
 
 def test_torchscript_loads_and_matches(exported):

@@ -12,13 +12,16 @@ import pytest
 import soundfile as sf
 
 import lre.features as F
-from lre.cmvn import CmvnOptions, sliding_cmn, utterance_cmvn
-from lre.data.audio import load_audio, load_utterance
-from lre.data.datadir import DataDir, read_kv, validate
+import lre.features.kaldi as FK
+import lre.features.stage as FS
+from lre.data.audio import load_audio
+from lre.data.datadir import DataDir, load_utterance, validate
+from lre.data.tables import read_table
 from lre.features import FeatureConfig, KaldiOptions, compute_features, extract, postprocess
-from lre.sdc import SdcOptions, shifted_deltas
+from lre.features.cmvn import CmvnOptions, sliding_cmn, utterance_cmvn
+from lre.features.sdc import SdcOptions, shifted_deltas
+from lre.features.vad import VadOptions
 from lre.utils import LreError
-from lre.vad import VadOptions
 
 # ----------------------------------------------------------------------------------------
 # helpers
@@ -116,13 +119,13 @@ def test_mfcc_matches_kaldi_native_fbank(speech, kaldi):
 
 
 def test_chunked_extraction_equals_one_call(speech, monkeypatch):
-    long = np.tile(speech, 3)  # several chunks of CHUNK_FRAMES
+    long = np.tile(speech, 3)  # several blocks of FFT_BLOCK_FRAMES
     for cfg in (FeatureConfig(), FeatureConfig.default("mfcc_sdc"),
                 FeatureConfig(kaldi=KaldiOptions(num_mel_bins=40, dither=0.0,
                                                  snip_edges=False, use_energy=True))):
         chunked, vad_chunked = extract(long, cfg)
-        assert len(chunked) > 2 * F.CHUNK_FRAMES
-        monkeypatch.setattr(F, "CHUNK_FRAMES", 10**9)
+        assert len(chunked) > 2 * FK.FFT_BLOCK_FRAMES
+        monkeypatch.setattr(FK, "FFT_BLOCK_FRAMES", 10**9)
         whole, vad_whole = extract(long, cfg)
         monkeypatch.undo()
         np.testing.assert_array_equal(chunked, whole)
@@ -364,7 +367,7 @@ def test_stage_writes_kaldi_readable_outputs(small_data, tmp_path):
     assert report.num_done == 4 and sorted(report.jobs_run) == [1, 2]
     feats = kaldiio.load_scp(str(small_data / "feats.scp"))
     vads = kaldiio.load_scp(str(small_data / "vad.scp"))
-    frames = read_kv(small_data / "utt2num_frames")
+    frames = read_table(small_data / "utt2num_frames")
     assert sorted(feats) == sorted(vads) == sorted(frames) == ["s0-en", "s1-de", "s2-fr",
                                                                 "s3-fi"]
     dd = DataDir.load(small_data)
@@ -379,14 +382,14 @@ def test_stage_writes_kaldi_readable_outputs(small_data, tmp_path):
         assert 0 < vad.sum() < len(vad)
     config = json.loads((small_data / "feats_config.json").read_text())
     assert FeatureConfig.from_dict(config) == FeatureConfig()
-    failed = read_kv(small_data / "feats_failed")
+    failed = read_table(small_data / "feats_failed")
     assert sorted(failed) == ["s9-junk", "s9-short", "s9-silent"]
     assert "no voiced frame" in failed["s9-silent"]
     assert "short" in failed["s9-short"]
     logs = sorted(p.name for p in (exp / "log").iterdir())
     assert logs == ["make_feats.1.log", "make_feats.2.log"]
     log2 = (exp / "log" / "make_feats.2.log").read_text()
-    assert log2.startswith("# ") and "lre.features job" in log2
+    assert log2.startswith("# ") and "lre.features.stage job" in log2
     assert "s9-silent" in log2 and "# Ended (code 0)" in log2
     # The validator accepts the outputs; it only names the skipped utterances, with why.
     problems = validate(small_data, check_audio=False)
@@ -434,25 +437,25 @@ def test_stage_fails_when_too_many_utterances_fail(small_data):
     with pytest.raises(LreError, match=r"feats_failed: 3 of 7 utterances failed"):
         compute_features(small_data, FeatureConfig(), nj=1, max_fail_share=0.2)
     # The usable utterances are still written, with the failures listed.
-    assert len(read_kv(small_data / "feats.scp")) == 4
-    assert len(read_kv(small_data / "feats_failed")) == 3
+    assert len(read_table(small_data / "feats.scp")) == 4
+    assert len(read_table(small_data / "feats_failed")) == 3
 
 
 def test_stage_reports_a_failing_job_with_its_log_tail(small_data, tmp_path):
     # A worker that crashes (a bug or a broken machine, not a bad utterance).
     cfg_dir = tmp_path / "feat"
     cfg_dir.mkdir()
-    real = F.run_job
+    real = FS.run_job
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    F.run_job = broken
+    FS.run_job = broken
     try:
         with pytest.raises(LreError) as err:
             compute_features(small_data, FeatureConfig(), nj=2, feat_dir=cfg_dir)
     finally:
-        F.run_job = real
+        FS.run_job = real
     msg = str(err.value)
     assert "make_feats.1.log" in msg and "failed with exit code 1" in msg
     assert "disk on fire" in msg  # the tail of the log

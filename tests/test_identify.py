@@ -10,14 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from test_score import LANGS, make_exp
 
 import lre
 from lre.cli import main
 from lre.data.audio import load_audio, resample
-from lre.features import FeatureConfig, KaldiOptions, extract_with_energy
-from lre.identify import AudioStream, Identifier
-from lre.score import chunk_bounds
+from lre.data.audio_stream import AudioStream
+from lre.features import FeatureConfig, KaldiOptions, extract, extract_with_energy, postprocess
+from lre.features.pipeline import extract_blocks
+from lre.identify import Identifier
+from lre.inference.chunks import chunk_bounds
+from lre.models import load_model
 from lre.utils import LreError
 
 SR = 16000
@@ -63,16 +67,17 @@ def test_python_api(env):
     post = np.array(list(r.posteriors.values()))
     assert list(r.posteriors) == LANGS and abs(post.sum() - 1) < 1e-9
     assert r.language == LANGS[int(post.argmax())] and r.probability == post.max()
-    assert len(r.top_k) == 2 and r.top_k[0] == (r.language, r.probability)
-    assert r.top_k[1][1] <= r.top_k[0][1] and not r.calibrated
+    assert len(r.top_k(2)) == 2 and r.top_k(2)[0] == (r.language, r.probability)
+    assert r.top_k(2)[1][1] <= r.top_k(2)[0][1] and not r.calibrated
     assert r.duration == pytest.approx(sf.info(env["en"]).duration, abs=1e-9)
-    assert r.segments and abs(sum(s["weight"] for s in r.segments) - 1) < 1e-6
-    assert all(0 <= s["start"] < s["end"] <= r.duration + 0.026 for s in r.segments)
+    assert r.segments and abs(sum(s.weight for s in r.segments) - 1) < 1e-6
+    assert all(0 <= s.start < s.end <= r.duration + 0.026 for s in r.segments)
     assert len(r.timeline) == len(r.segments)
     for t in r.timeline:
-        assert abs(sum(t["posteriors"].values()) - 1) < 1e-6
+        assert abs(sum(t.values()) - 1) < 1e-6
     d = json.loads(json.dumps(r.to_dict()))
-    assert d["language"] == r.language and len(d["segments"]) == len(r.segments)
+    assert d["decision"] == r.language and len(d["segments"]) == len(r.segments)
+    assert all(set(s) == {"start", "end", "weight", "posteriors"} for s in d["segments"])
 
 
 def test_chunked_equals_unchunked_when_the_file_fits_one_chunk(env):
@@ -92,36 +97,28 @@ def test_chunked_equals_unchunked_when_the_file_fits_one_chunk(env):
 
 
 def test_long_file_is_read_in_chunks_in_file_time(env):
-    """25 s in chunks of <= 10 s: 3 chunks, segment times span the file, and the result is
-    the speech-weighted combination of identifying each chunk's audio on its own."""
+    """25 s in chunks of <= 10 s: the whole file's features, VAD and CMVN (as stage 1 makes
+    them), cut into equal chunks of voiced frames; segment times span the file, and the
+    result is the speech-weighted combination of the model on each chunk."""
     ident = Identifier.from_pretrained(env["exp"], chunk_seconds=10)
     r = ident.identify(env["long"])
-    assert r.chunks == 3 and r.duration == pytest.approx(25.0)
-    starts = [s["start"] for s in r.segments]
+    cfg = ident.feats_config
+    x, index = postprocess(*extract(env["long_audio"], cfg), cfg)
+    bounds = chunk_bounds(len(x), 1000)
+    assert r.chunks == len(bounds) >= 2 and r.duration == pytest.approx(25.0)
+    starts = [s.start for s in r.segments]
     assert starts == sorted(starts) and starts[0] < 0.5
-    assert r.segments[-1]["end"] > 24.5
-    assert abs(sum(s["weight"] for s in r.segments) - 1) < 1e-6  # float32 attention
+    assert r.segments[-1].end > 24.5
+    assert abs(sum(s.weight for s in r.segments) - 1) < 1e-6  # float32 attention
 
-    # Each chunk alone: frames [f0, f1) of the file, i.e. samples [160 f0, 160 (f1-1) + 400).
-    total = (len(env["long_audio"]) - 400) // 160 + 1
-    bounds = chunk_bounds(total, 1000)
-    log_post, offset = 0.0, 0
-    whole = Identifier.from_pretrained(env["exp"], chunk_seconds=None)
-    for f0, f1 in bounds:
-        part = whole.identify(env["long_audio"][160 * f0 : 160 * (f1 - 1) + 400])
-        k = len(part.segments)
-        mine = r.segments[offset : offset + k]
-        # The chunk's share of the speech frames (its weights' sum; each chunk's sum to 1).
-        share = sum(s["weight"] for s in mine) / sum(s["weight"] for s in part.segments)
-        for a, b in zip(mine, part.segments, strict=True):
-            assert a["start"] == pytest.approx(b["start"] + f0 * 0.01, abs=1e-9)
-            assert a["end"] == pytest.approx(b["end"] + f0 * 0.01, abs=1e-9)
-            assert a["weight"] == pytest.approx(share * b["weight"], rel=1e-9)
-        log_post = log_post + share * np.log(np.array(list(part.posteriors.values())))
-        offset += k
-    assert offset == len(r.segments)
-    expected = np.exp(log_post - np.logaddexp.reduce(log_post))
-    np.testing.assert_allclose(list(r.posteriors.values()), expected, atol=1e-7)
+    model, _ = load_model(env["exp"] / "final.pt")
+    logits = 0.0
+    with torch.no_grad():
+        for s, e in bounds:
+            out = model.eval()(torch.from_numpy(x[s:e])[None], torch.tensor([e - s]))
+            logits = logits + (e - s) / len(x) * out.logits[0].double().numpy()
+    expected = np.exp(logits - np.logaddexp.reduce(logits))
+    np.testing.assert_allclose(list(r.posteriors.values()), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("snip_edges", [True, False])
@@ -141,7 +138,7 @@ def test_chunk_features_are_the_whole_files_frames(env, tmp_path, snip_edges):
     assert len(bounds) == 4
     naive_error = 0.0
     for f0, f1 in bounds:
-        start, end, skip = ident.chunk_samples(f0, f1, total, len(audio))
+        start, end, skip = cfg.kaldi.samples_of_frames(f0, f1, total, len(audio))
         feats, _ = extract_with_energy(audio[start:end], cfg)
         np.testing.assert_allclose(feats[skip:skip + f1 - f0], whole[f0:f1], atol=2e-4,
                                    err_msg=f"chunk {f0}-{f1}")
@@ -150,10 +147,15 @@ def test_chunk_features_are_the_whole_files_frames(env, tmp_path, snip_edges):
             naive_error = max(naive_error, float(np.abs(naive[0] - whole[f0]).max()))
     # without snip_edges that would mirror the first window of a chunk starting in speech
     assert (naive_error > 0.1) == (not snip_edges)
+    # Block by block, the whole recording's features and VAD come out as from one call.
+    blocks, vad_blocks = extract_blocks(lambda a, b: audio[a:b], len(audio), cfg, 3.0)
+    ref, vad_ref = extract(audio, cfg)
+    np.testing.assert_allclose(blocks, ref, atol=2e-4)
+    np.testing.assert_array_equal(vad_blocks, vad_ref)
     chunked = ident.identify(audio)
-    assert chunked.chunks == 4
-    starts = [s["start"] for s in chunked.segments]
-    assert starts == sorted(starts) and chunked.segments[-1]["end"] <= len(audio) / SR + 0.03
+    assert chunked.chunks == len(chunk_bounds(int(vad_ref.sum()), 300)) >= 3
+    starts = [s.start for s in chunked.segments]
+    assert starts == sorted(starts) and chunked.segments[-1].end <= len(audio) / SR + 0.03
 
 
 def test_stream_reads_equal_whole_file_resampling(tmp_path):
@@ -182,13 +184,13 @@ def test_attention_times_skip_the_silence_vad_removed(env, tone_wav, tmp_path):
                             0.5 * np.sin(2 * np.pi * 660 * t)]).astype(np.float32)
     sf.write(tmp_path / "gap.wav", audio, SR, subtype="FLOAT")
     r = Identifier.from_pretrained(env["exp"]).identify(tmp_path / "gap.wav")
-    starts = [s["start"] for s in r.segments]
+    starts = [s.start for s in r.segments]
     assert not any(2.53 < s < 6.47 for s in starts)
-    assert sum(s >= 6.47 for s in starts) >= 2 and r.segments[-1]["end"] > 8.9
+    assert sum(s >= 6.47 for s in starts) >= 2 and r.segments[-1].end > 8.9
     # A tone with silence only before it: segments start after the silence.
     r2 = Identifier.from_pretrained(env["exp"]).identify(
         tone_wav(tmp_path / "late.wav", 3.0, silence_before=2.0))
-    assert r2.segments[0]["start"] >= 1.94 and r2.segments[-1]["end"] > 4.9
+    assert r2.segments[0].start >= 1.94 and r2.segments[-1].end > 4.9
 
 
 def test_bad_input_raises_one_line_errors(env, tmp_path):
@@ -219,11 +221,12 @@ def test_cli_reports_bad_files_and_answers_the_others(env, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert rc == 1
     recs = [json.loads(line) for line in out.splitlines()]
-    assert [r["source"] for r in recs] == [str(env["stereo"]), str(d / "fr.wav"),
-                                           str(env["en"])]
-    assert recs[2]["id"] == "utt_en"
+    assert [r.get("source", r["id"]) for r in recs] == [str(env["stereo"]), str(d / "fr.wav"),
+                                                        str(env["en"])]
+    assert [r["id"] for r in recs] == [str(env["stereo"]), str(d / "fr.wav"), "utt_en"]
     for r in recs:
-        assert r["language"] in LANGS and len(r["top_k"]) == 2 and r["timeline"]
+        assert r["decision"] in LANGS and len(r["posteriors"]) == len(LANGS)
+        assert r["segments"] and all("posteriors" in seg for seg in r["segments"])
     lines = [x for x in err.splitlines() if x.startswith("lre identify: ")]
     assert len(lines) == 2  # one line per bad input (a summary line is logged as well)
     assert "broken.wav" in lines[0] and "gone.flac" in lines[1] and "utt_gone" in lines[1]

@@ -126,6 +126,22 @@ def test_hgru_segment_frames_spans():
     assert out.segment_frames[0][out.segment_mask[0]].tolist() == [[0, 24], [20, 44], [40, 64]]
 
 
+@pytest.mark.parametrize("name,overrides", [
+    ("hgru", {}), ("hgru", {"window": 8, "window_shift": 4, "segment_windows": 5}),
+    ("bigru", {}), ("tdnn", {"block_frames": 70}),
+])
+def test_geometry_attribute_is_what_the_forward_pass_does(name, overrides):
+    """The geometry a model states from its config is the one its output spans follow."""
+    model = tiny(name, **overrides)
+    g = model.geometry(frame_shift=0.01)
+    frames = g.frames(6)
+    with torch.no_grad():
+        out = model(rand(1, frames), torch.tensor([frames]))
+    spans = out.segment_frames[0][out.segment_mask[0]].tolist()
+    assert spans == [[k * g.hop, k * g.hop + g.span] for k in range(6)]
+    assert g.segments(frames) == 6 and g.frames(1) == g.span
+
+
 @pytest.mark.parametrize("name", ["bigru", "tdnn"])
 def test_baseline_blocks(name):
     model = tiny(name)

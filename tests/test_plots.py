@@ -9,9 +9,10 @@ import pytest
 import soundfile as sf
 from matplotlib.container import BarContainer
 
-from lre import plots, scoring
+from lre import metrics, plots
 from lre.cli import main
 from lre.data.datadir import DataDir
+from lre.inference.records import ResultRecord
 from lre.utils import LreError
 
 SR = 16000
@@ -88,17 +89,17 @@ def test_confusion_and_det_written(tmp_path):
     labels = rng.integers(0, 3, 90)
     scores = rng.normal(size=(90, 3))
     scores[np.arange(90), labels] += 1.5
-    cm = scoring.confusion(labels, scoring.argmax_decisions(scores), 3)
+    cm = metrics.confusion(labels, metrics.argmax_decisions(scores), 3)
     fig = plots.confusion_figure(cm, ["en", "fi", "sv"], [*"en fi sv".split(), "unknown"])
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["en", "fi", "sv"]  # empty unknown
     assert sorted(int(t.get_text()) for t in ax.texts) == sorted(cm[:, :3].ravel().tolist())
     out = plots.save_figure(fig, tmp_path / "confusion.png")
     assert out.stat().st_size > 5000
-    fig = plots.det_figure(scoring.llr_from_logpost(scores), labels, ["en", "fi", "sv"])
+    fig = plots.det_figure(metrics.llr_from_logpost(scores), labels, ["en", "fi", "sv"])
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert [x.split()[0] for x in legend] == ["en", "fi", "sv", "pooled"]
-    pooled = scoring.pooled_eer(labels, scoring.llr_from_logpost(scores))
+    pooled = metrics.pooled_eer(labels, metrics.llr_from_logpost(scores))
     assert legend[-1] == f"pooled (EER {100 * pooled:.1f}%)"
     plots.save_figure(fig, tmp_path / "det.pdf")
     assert (tmp_path / "det.pdf").read_bytes()[:4] == b"%PDF"
@@ -129,7 +130,7 @@ def test_cli_plot_attention_from_data_dir_and_identify_json(tmp_path, capsys):
     assert main(["plot", "attention", "--json", str(one), "--audio", str(wav),
                  "--out", str(out2)]) == 0
     assert "<svg" in out2.read_text()
-    timeline, langs = plots.timeline_from_record(ident)
+    timeline, langs = ResultRecord.from_dict(ident).timeline_array()
     assert langs == ["fi", "sv"] and timeline.shape == (3, 2)
     rc = main(["plot", "attention", "--attention", str(att), "--utt", "missing", "--data",
                str(data), "--out", str(out)])
@@ -138,18 +139,18 @@ def test_cli_plot_attention_from_data_dir_and_identify_json(tmp_path, capsys):
 
 
 def test_cli_plot_confusion_and_det(tmp_path):
-    from lre.data.datadir import write_kv
+    from lre.data.tables import write_table
 
     rng = np.random.default_rng(1)
     langs = ["en", "fi"]
     labels = rng.integers(0, 2, 40)
     logits = rng.normal(size=(40, 2))
     logits[np.arange(40), labels] += 2
-    logpost = scoring.log_softmax(logits)
+    logpost = metrics.log_softmax(logits)
     utts = [f"u{i:02d}" for i in range(40)]
-    scoring.write_scores(tmp_path / "scores.tsv", utts, langs, logpost)
-    write_kv(tmp_path / "data" / "utt2lang", {u: langs[k] for u, k in zip(utts, labels,
-                                                                          strict=True)})
+    metrics.write_scores(tmp_path / "scores.tsv", utts, langs, logpost)
+    write_table(tmp_path / "data" / "utt2lang", {u: langs[k] for u, k in zip(utts, labels,
+                                                                             strict=True)})
     assert main(["plot", "confusion", "--scores-dir", str(tmp_path), "--data",
                  str(tmp_path / "data")]) == 0
     assert (tmp_path / "confusion.png").stat().st_size > 5000

@@ -8,9 +8,17 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Outputs of this tiny run, kept to show that changes to the code's layout leave what the
+#: pipeline computes unchanged. A change meant to alter the numbers (a new model default,
+#: a new feature) writes new references from its own run, and says so.
+GOLDEN = Path(__file__).resolve().parent / "golden" / "tiny_run"
+GOLDEN_TOL = 1e-6
+# Inputs of evaluate, not its results: where the files lay on the machine that made them.
+_PATH_KEYS = {"scores", "llr", "data", "report", "plots", "out_dir"}
 
 TINY_PREPARE = (
     "--langs en,fi,ru --train-per-lang 4 --dev-per-lang 2 --test-per-lang 2 --no-progress"
@@ -53,7 +61,7 @@ def test_run_sh_all_stages_then_rerun_skips(tmp_path: Path) -> None:
     assert sorted(r.split("\t")[0] for r in rows) == test_utts
 
     records = [json.loads(line) for line in (exp / "test" / "attention.jsonl").open()]
-    assert sorted(r["utt"] for r in records) == test_utts
+    assert sorted(r["id"] for r in records) == test_utts
     for r in records:
         weights = [s["weight"] for s in r["segments"]]
         assert weights and abs(sum(weights) - 1) < 1e-2
@@ -65,6 +73,8 @@ def test_run_sh_all_stages_then_rerun_skips(tmp_path: Path) -> None:
     report = (exp / "test" / "report.md").read_text()
     assert "confusion" in report.lower()
     assert "report.md" in proc.stdout + proc.stderr
+
+    assert_golden(exp)
 
     # A second run finds every stage done and redoes nothing.
     before = (exp / "final.pt").stat().st_mtime_ns
@@ -81,3 +91,54 @@ def test_run_sh_rejects_unknown_option(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "unknown option --no-such-option" in proc.stderr
+
+
+def _table(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    header, *rows = path.read_text().splitlines()
+    cells = [r.split("\t") for r in rows]
+    return (header.split("\t"), [c[0] for c in cells],
+            np.array([[float(v) for v in c[1:]] for c in cells]))
+
+
+def _numbers_close(ours, ref, where: str) -> None:
+    if isinstance(ref, dict):
+        assert isinstance(ours, dict), where
+        keys = set(ref) - _PATH_KEYS
+        assert keys <= set(ours), f"{where}: missing {sorted(keys - set(ours))}"
+        for k in keys:
+            _numbers_close(ours[k], ref[k], f"{where}.{k}")
+    elif isinstance(ref, list):
+        assert isinstance(ours, list) and len(ours) == len(ref), where
+        for i, (a, b) in enumerate(zip(ours, ref, strict=True)):
+            _numbers_close(a, b, f"{where}[{i}]")
+    elif isinstance(ref, bool) or ref is None or isinstance(ref, str):
+        assert ours == ref, f"{where}: {ours!r} != {ref!r}"
+    else:
+        assert ours == pytest.approx(ref, abs=GOLDEN_TOL, nan_ok=True), where
+
+
+def _record_values(rec: dict) -> tuple:
+    """What an attention record says, whatever the layout's key names."""
+    rid = rec.get("id", rec.get("utt"))
+    decision = rec.get("decision", rec.get("pred"))
+    segments = [(s["start"], s["end"], s["weight"]) for s in rec["segments"]]
+    return rid, decision, rec["posteriors"], segments
+
+
+def assert_golden(exp: Path) -> None:
+    """Scores, LLRs, results and attention of the run equal the kept references."""
+    for name, ref_name in (("test/scores.tsv", "scores.tsv"),
+                           ("test/scores_raw.tsv", "scores_raw.tsv"),
+                           ("test/llr.tsv", "llr.tsv"), ("dev/scores.tsv", "dev_scores.tsv")):
+        ours, ref = _table(exp / name), _table(GOLDEN / ref_name)
+        assert ours[:2] == ref[:2], name
+        np.testing.assert_allclose(ours[2], ref[2], atol=GOLDEN_TOL + 1e-9, err_msg=name)
+    _numbers_close(json.loads((exp / "test" / "results.json").read_text()),
+                   json.loads((GOLDEN / "results.json").read_text()), "results.json")
+    ours = [_record_values(json.loads(x)) for x in (exp / "test" / "attention.jsonl").open()]
+    refs = [_record_values(json.loads(x)) for x in (GOLDEN / "attention.jsonl").open()]
+    assert [r[:2] for r in ours] == [r[:2] for r in refs]
+    for a, b in zip(ours, refs, strict=True):
+        _numbers_close(a[2], b[2], f"{a[0]} posteriors")
+        np.testing.assert_allclose(np.array(a[3]), np.array(b[3]), atol=GOLDEN_TOL + 1e-9,
+                                   err_msg=f"{a[0]} segments")

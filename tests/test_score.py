@@ -17,9 +17,10 @@ import torch
 from lre.cli import main
 from lre.data.audio import load_audio
 from lre.features import FeatureConfig, extract, postprocess
+from lre.inference.chunks import chunk_bounds, combine_chunks
+from lre.metrics import read_scores
 from lre.models import build_model, load_model, save_model
-from lre.score import chunk_bounds, combine_chunks, score_datadir
-from lre.scoring import read_scores
+from lre.score import score_datadir
 from lre.utils import LreError
 
 LANGS = ["de", "en", "fr"]
@@ -154,7 +155,7 @@ def test_long_utterance_is_scored_in_chunks(setup):
     np.testing.assert_allclose(raw[utts.index("long")],
                                torch.log_softmax(logits, 0).numpy(), atol=2e-6)
     rec = next(json.loads(line) for line in (setup["out"] / "attention.jsonl").open()
-               if json.loads(line)["utt"] == "long")
+               if json.loads(line)["id"] == "long")
     starts = [seg["start"] for seg in rec["segments"]]
     assert starts == sorted(starts)
     assert abs(sum(seg["weight"] for seg in rec["segments"]) - 1) < 2e-3
@@ -165,15 +166,16 @@ def test_long_utterance_is_scored_in_chunks(setup):
 def test_attention_jsonl(setup):
     utts, langs, s = read_scores(setup["out"] / "scores.tsv")
     lines = (setup["out"] / "attention.jsonl").read_text().splitlines()
-    assert [json.loads(x)["utt"] for x in lines] == utts
+    assert [json.loads(x)["id"] for x in lines] == utts
     for line, row in zip(lines, s, strict=True):
         rec = json.loads(line)
-        assert set(rec) == {"utt", "pred", "posteriors", "segments"}
-        assert rec["pred"] == langs[int(np.argmax(row))]
+        assert set(rec) == {"id", "decision", "probability", "posteriors", "segments",
+                            "calibrated", "chunks"}
+        assert rec["decision"] == langs[int(np.argmax(row))]
         assert list(rec["posteriors"]) == LANGS
         np.testing.assert_allclose(list(rec["posteriors"].values()), np.exp(row), atol=6e-5)
         assert rec["segments"] and abs(sum(x["weight"] for x in rec["segments"]) - 1) < 2e-3
-        duration = len(setup["audio"][rec["utt"]]) / SR
+        duration = len(setup["audio"][rec["id"]]) / SR
         for seg in rec["segments"]:
             assert set(seg) == {"start", "end", "weight"}
             assert 0 <= seg["start"] < seg["end"] <= duration + 0.026
@@ -183,7 +185,7 @@ def test_attention_times_count_frames_removed_by_vad(setup):
     """Tone 2.5 s + silence 4 s + tone 2.5 s: VAD drops the silence; segments after it must
     start after it, at the times of their frames in the original audio."""
     rec = next(json.loads(line) for line in (setup["out"] / "attention.jsonl").open()
-               if json.loads(line)["utt"] == "tones")
+               if json.loads(line)["id"] == "tones")
     model, x, index = _model_on(setup, "tones")
     gap = (TONE_SECONDS, TONE_SECONDS + GAP_SECONDS)
     # VAD removed the gap (and nothing of the tones but their edges).
@@ -256,7 +258,8 @@ def test_features_of_another_kind_are_refused(setup, tmp_path):
 
 
 def test_combine_one_chunk_is_the_identity():
-    from lre.score import ChunkOutput, ChunkResult
+    from lre.inference.chunks import ChunkResult
+    from lre.inference.runner import ChunkOutput
 
     out = ChunkOutput(np.array([0.3, -1.0, 2.0]), np.array([0.25, 0.75]),
                       np.array([[0, 110], [100, 150]]))

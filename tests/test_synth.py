@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lre.data.audio import load_utterance
 from lre.data.corpora import synth
 from lre.data.corpora.text import clean_phrase, load_phrases, parse_po
-from lre.data.datadir import DataDir, read_kv, validate
+from lre.data.datadir import DataDir, load_utterance, validate
+from lre.data.tables import read_table
 from lre.utils import LreError
 
 LANGS = ["en", "fi", "ru"]
@@ -79,7 +79,7 @@ def test_audio_format_and_durations(corpus):
 def test_splits_share_no_voice_variant(corpus):
     variants = {}
     for split in synth.SPLITS:
-        spks = set(read_kv(corpus / split / "utt2spk").values())
+        spks = set(read_table(corpus / split / "utt2spk").values())
         # speaker id: <lang>-<variant>-p<pitch>-s<rate>
         variants[split] = {s.split("-")[1] for s in spks}
         assert all(len(s.split("-")) == 4 for s in spks)
@@ -111,8 +111,8 @@ def test_text_is_real_text_of_that_language(corpus):
              for lang in LANGS}
     seen_phrases: dict[str, set[str]] = {}
     for split in synth.SPLITS:
-        text = read_kv(corpus / split / "text")
-        utt2lang = read_kv(corpus / split / "utt2lang")
+        text = read_table(corpus / split / "text")
+        utt2lang = read_table(corpus / split / "utt2lang")
         assert set(text) == set(utt2lang)
         for utt, sentence in text.items():
             lang = utt2lang[utt]
@@ -122,7 +122,7 @@ def test_text_is_real_text_of_that_language(corpus):
             assert all(_decompose(sentence, pools[o]) is None for o in others)
             seen_phrases.setdefault(split, set()).update(phrases)
             # the WAV's sidecar holds the same text
-            wav = Path(read_kv(corpus / split / "wav.scp")[utt])
+            wav = Path(read_table(corpus / split / "wav.scp")[utt])
             assert wav.with_suffix(".txt").read_text(encoding="utf-8").strip() == sentence
     # the phrase pools of the splits are disjoint too
     assert not seen_phrases["train"] & seen_phrases["test"]
@@ -150,8 +150,8 @@ def test_other_seed_other_corpus(corpus, tmp_path):
     other = tmp_path / "other"
     synth.prepare_synth(other, langs=["fi"], seed=8, nj=1, progress=False, train_per_lang=1,
                         dev_per_lang=0, test_per_lang=0)
-    utt = next(iter(read_kv(other / "train" / "text")))
-    assert utt not in read_kv(corpus / "train" / "text")
+    utt = next(iter(read_table(other / "train" / "text")))
+    assert utt not in read_table(corpus / "train" / "text")
 
 
 def test_missing_espeak_is_a_clear_error(tmp_path, monkeypatch):

@@ -158,7 +158,7 @@ def test_two_process_gloo_ddp(corpus, tmp_path):
 
 def test_segment_loss_is_the_mean_over_real_segments():
     from lre.models.base import ModelOutput
-    from lre.train import _segment_loss
+    from lre.training.loop import _segment_loss
 
     seg = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [9.0, 9.0]],
                         [[0.5, 0.0], [7.0, 7.0], [7.0, 7.0]]])
@@ -232,7 +232,7 @@ def test_config_file_overrides_and_types(tmp_path):
 @pytest.mark.parametrize("setting, message", [
     ("optim.lrr=1", r"--set: unknown key 'optim.lrr' \(did you mean 'optim.lr'\?\)"),
     ("model.hiden1=3", r"--set: unknown key 'model.hiden1' \(did you mean 'model.hidden1'\?\)"),
-    ("train.epochs=many", r"--set: train.epochs: expected int, got 'many'"),
+    ("train.epochs=many", r"--set: train.epochs = 'many' is not an integer"),
     ("optim.name=sgd", r"optim.name: 'sgd' is not one of adam, adamw"),
     ("data.crop_min_seconds=5", r"crop_min_seconds \(5.0\) must be > 0 and <= crop_max"),
     ("optim.lr=0", r"optim.lr: must be > 0"),

@@ -1,11 +1,11 @@
-"""Audio loading for data dirs: any format soundfile reads, any rate and channel count in,
-mono float32 at the requested rate out.
+"""Audio decoding: any format soundfile reads, any rate and channel count in, mono float32
+at the requested rate out.
 
 A ``wav.scp`` value is a path, a ``cmd args |`` pipe whose stdout is audio, or a Kaldi
 ``archive.ark:offset`` holding a WAV. Segments (``start``/``end`` seconds) read only the
 frames they need when the source is a seekable file. Every failure is an ``AudioError``
-with one line ``<utterance>: <cause>``; ``iter_audio`` yields the errors so batch code
-can skip and list bad utterances.
+with one line ``<utterance>: <cause>``. Reading the audio of a data dir's utterances
+(``load_utterance``, ``iter_audio``) is part of ``lre.data.datadir``.
 """
 
 from __future__ import annotations
@@ -14,26 +14,19 @@ import io
 import logging
 import re
 import subprocess
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 
+from lre.data.tables import parse_ark_offset
 from lre.utils import LreError
-
-if TYPE_CHECKING:
-    from lre.data.datadir import DataDir
 
 logger = logging.getLogger(__name__)
 
 # Kaldi's extract-segments accepts a segment end this far past the end of the audio
 # (and clips it); further than that is an error.
 MAX_OVERSHOOT = 0.5
-
-_ARK_OFFSET = re.compile(r"^(?P<ark>.+):(?P<offset>\d+)$")
-
 
 class AudioError(LreError):
     """Audio that cannot be used, with a one-line message ``<name>: <cause>``."""
@@ -87,8 +80,8 @@ def _open(spec: str, name: str) -> sf.SoundFile:
             raise AudioError(f"{name}: pipe output: {_short_cause(e)}") from None
     path = Path(spec)
     if not path.exists():
-        match = _ARK_OFFSET.match(spec)
-        if match and Path(match["ark"]).is_file():
+        ark = parse_ark_offset(spec)
+        if ark is not None and Path(ark.ark).is_file():
             return _open_ark(spec, name)
         raise AudioError(f"{name}: audio file not found: {spec}")
     if path.is_dir():
@@ -212,56 +205,34 @@ def _finish(
     return resample(to_mono(data), rate, sample_rate)
 
 
-def load_utterance(
-    datadir: DataDir, utt: str, sample_rate: int = 16000, min_seconds: float = 0.1
-) -> np.ndarray:
-    """One utterance of a data dir as mono float32 (samples,), honouring ``segments``."""
-    spec, start, end = datadir.audio_spec(utt)
-    return load_audio(spec, sample_rate, start, end, name=utt, min_seconds=min_seconds)
+def read_recording(spec: str, name: str | None = None) -> tuple[np.ndarray, int]:
+    """Decode all of ``spec`` once: ``(samples (frames, channels) float32, sample rate)``.
 
-
-def iter_audio(
-    datadir: DataDir,
-    sample_rate: int = 16000,
-    utts: Iterable[str] | None = None,
-    min_seconds: float = 0.1,
-) -> Iterator[tuple[str, np.ndarray | AudioError]]:
-    """Yield ``(utt, samples)`` for each utterance, or ``(utt, AudioError)`` when it is bad.
-
-    Never raises for a bad utterance: the error is yielded, logged as a warning, and the
-    iteration carries on; a summary of the failures is logged at the end. Consecutive
-    segments of the same pipe recording run the command once.
+    For callers that cut several segments out of one recording (a pipe runs once).
     """
-    utts = datadir.utts if utts is None else list(utts)
-    cache: tuple[str, np.ndarray, int] | None = None  # last decoded pipe recording
-    failed: list[str] = []
-    for utt in utts:
-        try:
-            spec, start, end = datadir.audio_spec(utt)
-            if datadir.segments is not None and is_pipe(spec):
-                if cache is None or cache[0] != spec:
-                    cache = None
-                    with _open(spec, utt) as f:
-                        cache = (spec, f.read(dtype="float32", always_2d=True), f.samplerate)
-                data, rate = _slice(cache[1], cache[2], start, end, utt)
-                wave = _finish(data, rate, sample_rate, utt, min_seconds)
-            else:
-                wave = load_audio(spec, sample_rate, start, end, name=utt, min_seconds=min_seconds)
-        except LreError as e:
-            err = e if isinstance(e, AudioError) else AudioError(str(e))
-            logger.warning("skipping %s", err)
-            failed.append(utt)
-            yield utt, err
-            continue
-        yield utt, wave
-    if failed:
-        logger.warning(
-            "%d of %d utterances could not be loaded: %s%s",
-            len(failed),
-            len(utts),
-            " ".join(failed[:10]),
-            " ..." if len(failed) > 10 else "",
-        )
+    name = spec if name is None else name
+    with _open(spec, name) as f:
+        return f.read(dtype="float32", always_2d=True), f.samplerate
+
+
+def recording_segment(
+    data: np.ndarray,
+    rate: int,
+    start: float = 0.0,
+    end: float | None = None,
+    sample_rate: int = 16000,
+    name: str = "audio",
+    min_seconds: float = 0.1,
+) -> np.ndarray:
+    """Segment ``[start, end)`` seconds of a decoded (frames, channels) recording.
+
+    Returns mono float32 (samples,) at ``sample_rate``, with the same checks and errors
+    as ``load_audio``.
+    """
+    if end is not None and end < 0:
+        end = None
+    cut, rate = _slice(data, rate, start, end, name)
+    return _finish(cut, rate, sample_rate, name, min_seconds)
 
 
 def _slice(
@@ -303,9 +274,9 @@ __all__ = [
     "AudioError",
     "duration_seconds",
     "is_pipe",
-    "iter_audio",
     "load_audio",
-    "load_utterance",
+    "read_recording",
+    "recording_segment",
     "resample",
     "run_pipe",
     "to_mono",

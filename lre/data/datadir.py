@@ -11,6 +11,10 @@ A data dir holds one entry per line, ``key value...``, sorted by key in C byte o
     lang2utt        lang utt1 utt2 ...             (derived from utt2lang)
     utt2dur         utt seconds
     feats.scp, vad.scp, utt2num_frames             (written by the feature stage)
+
+The tables are read and written by ``lre.data.tables``; this module checks how they fit
+together, and reads an utterance's audio through ``lre.data.audio`` (``load_utterance``,
+``iter_audio``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import functools
 import logging
 import math
 import os
-import re
 import shutil
 import sys
 import time
@@ -29,8 +32,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from lre.data.audio import MAX_OVERSHOOT, is_pipe
-from lre.utils import LreError, atomic_open, atomic_write_text
+import numpy as np
+
+from lre.data.audio import (
+    MAX_OVERSHOOT,
+    AudioError,
+    is_pipe,
+    load_audio,
+    read_recording,
+    recording_segment,
+)
+from lre.data.tables import (
+    c_sort_key,
+    c_sorted,
+    format_number,
+    iter_table,
+    parse_ark_offset,
+    read_table,
+    read_table_lines,
+    table_text,
+    write_table,
+    write_text,
+)
+from lre.utils import LreError, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -52,85 +76,6 @@ class Segment(NamedTuple):
     end: float
 
 
-def c_sort_key(key: str) -> bytes:
-    """Sort key that orders strings as ``LC_ALL=C sort`` does (by UTF-8 bytes)."""
-    return key.encode("utf-8", "surrogateescape")
-
-
-def c_sorted(keys: Iterable[str]) -> list[str]:
-    """``keys`` sorted in C byte order."""
-    return sorted(keys, key=c_sort_key)
-
-
-def format_number(value: float) -> str:
-    """Shortest plain decimal for a time or duration (at most 6 decimals, no exponent)."""
-    text = f"{value:.6f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-def _format_value(value: object) -> str:
-    if isinstance(value, float):
-        return format_number(value)
-    if isinstance(value, (list, tuple)):
-        return " ".join(_format_value(v) for v in value)
-    return str(value)
-
-
-def _kv_lines(path: PathLike) -> Iterator[tuple[int, str, str]]:
-    """``(line number, key, value)`` of each non-blank line; strict about form and duplicates."""
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        raise LreError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise LreError(f"{path}: is a directory, expected a file") from None
-    first_line: dict[str, int] = {}
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        parts = line.strip().split(maxsplit=1)
-        if len(parts) < 2:
-            raise LreError(f"{path}:{lineno}: malformed line (expected 'key value'): {line!r}")
-        key = parts[0]
-        if key in first_line:
-            raise LreError(
-                f"{path}:{lineno}: duplicate id '{key}' (first on line {first_line[key]})"
-            )
-        first_line[key] = lineno
-        yield lineno, key, parts[1].strip()
-
-
-def read_kv(path: PathLike) -> dict[str, str]:
-    """Read a Kaldi ``key value...`` file; the value is the rest of the line, stripped.
-
-    Blank lines are skipped. A line with no value or a repeated key raises ``LreError``
-    naming the file and line (``lre validate`` lists every problem at once; ``lre fix``
-    repairs them).
-    """
-    return {key: value for _, key, value in _kv_lines(path)}
-
-
-def write_kv(path: PathLike, mapping: Mapping[str, object]) -> None:
-    """Write ``mapping`` as ``key value`` lines sorted in C byte order, atomically.
-
-    Values may be strings, numbers (floats are written as plain decimals) or sequences
-    (joined by spaces). Keys must be non-empty and free of whitespace.
-    """
-    path = Path(path)
-    lines = []
-    for key in c_sorted(mapping):
-        if not key or key.split() != [key]:
-            raise LreError(f"{path}: invalid id {key!r} (ids must be non-empty, no whitespace)")
-        value = _format_value(mapping[key])
-        if "\n" in value or "\r" in value:
-            raise LreError(f"{path}: value for '{key}' contains a line break")
-        lines.append(f"{key} {value}\n")
-    with atomic_open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.writelines(lines)
-
-
 def parse_segment(value: str) -> Segment:
     """Parse the value part of a ``segments`` line: ``reco start end``."""
     fields = value.split()
@@ -148,7 +93,7 @@ def parse_segment(value: str) -> Segment:
 def read_segments(path: PathLike) -> dict[str, Segment]:
     """Read a Kaldi ``segments`` file into ``{utt: Segment(reco, start, end)}``."""
     out: dict[str, Segment] = {}
-    for lineno, utt, value in _kv_lines(path):
+    for lineno, utt, value in iter_table(path):
         try:
             out[utt] = parse_segment(value)
         except ValueError as e:
@@ -158,13 +103,13 @@ def read_segments(path: PathLike) -> dict[str, Segment]:
 
 def write_segments(path: PathLike, segments: Mapping[str, Segment]) -> None:
     """Write ``{utt: Segment}`` as a Kaldi ``segments`` file (sorted, atomic)."""
-    write_kv(path, {u: (s.reco, float(s.start), float(s.end)) for u, s in segments.items()})
+    write_table(path, {u: (s.reco, float(s.start), float(s.end)) for u, s in segments.items()})
 
 
 def read_float_map(path: PathLike) -> dict[str, float]:
     """Read ``key number`` lines (utt2dur, reco2dur) into floats."""
     out = {}
-    for lineno, key, value in _kv_lines(path):
+    for lineno, key, value in iter_table(path):
         try:
             out[key] = float(value)
         except ValueError:
@@ -175,7 +120,7 @@ def read_float_map(path: PathLike) -> dict[str, float]:
 def read_int_map(path: PathLike) -> dict[str, int]:
     """Read ``key integer`` lines (utt2num_frames)."""
     out = {}
-    for lineno, key, value in _kv_lines(path):
+    for lineno, key, value in iter_table(path):
         try:
             out[key] = int(value)
         except ValueError:
@@ -245,13 +190,13 @@ class DataDir:
 
         dd = cls(
             path,
-            wav_scp=read_kv(path / "wav.scp"),
-            utt2lang=read_kv(path / "utt2lang"),
-            utt2spk=read_kv(path / "utt2spk"),
+            wav_scp=read_table(path / "wav.scp"),
+            utt2lang=read_table(path / "utt2lang"),
+            utt2spk=read_table(path / "utt2spk"),
             segments=optional("segments", read_segments),
             utt2dur=optional("utt2dur", read_float_map),
-            feats_scp=optional("feats.scp", read_kv),
-            vad_scp=optional("vad.scp", read_kv),
+            feats_scp=optional("feats.scp", read_table),
+            vad_scp=optional("vad.scp", read_table),
             utt2num_frames=optional("utt2num_frames", read_int_map),
         )
         dd.check()
@@ -372,11 +317,11 @@ class DataDir:
         """
         out = Path(self.path if path is None else path)
         out.mkdir(parents=True, exist_ok=True)
-        write_kv(out / "wav.scp", self.wav_scp)
-        write_kv(out / "utt2lang", self.utt2lang)
-        write_kv(out / "utt2spk", self.utt2spk)
-        write_kv(out / "spk2utt", self.spk2utt)
-        write_kv(out / "lang2utt", self.lang2utt)
+        write_table(out / "wav.scp", self.wav_scp)
+        write_table(out / "utt2lang", self.utt2lang)
+        write_table(out / "utt2spk", self.utt2spk)
+        write_table(out / "spk2utt", self.spk2utt)
+        write_table(out / "lang2utt", self.lang2utt)
         optional: dict[str, Mapping | None] = {
             "segments": self.segments,
             "utt2dur": self.utt2dur,
@@ -392,7 +337,7 @@ class DataDir:
             elif name == "segments":
                 write_segments(out / name, mapping)
             else:
-                write_kv(out / name, mapping)
+                write_table(out / name, mapping)
         return out
 
 
@@ -410,6 +355,59 @@ def _check_same_keys(
         raise LreError(
             f"{path}: {name} has {len(extra)} utterances not in {source} "
             f"(e.g. '{c_sorted(extra)[0]}'); run `lre validate {path}` / `lre fix {path}`"
+        )
+
+
+# --------------------------------------------------------------------------- audio
+
+def load_utterance(
+    datadir: DataDir, utt: str, sample_rate: int = 16000, min_seconds: float = 0.1
+) -> np.ndarray:
+    """One utterance of a data dir as mono float32 (samples,), honouring ``segments``."""
+    spec, start, end = datadir.audio_spec(utt)
+    return load_audio(spec, sample_rate, start, end, name=utt, min_seconds=min_seconds)
+
+
+def iter_audio(
+    datadir: DataDir,
+    sample_rate: int = 16000,
+    utts: Iterable[str] | None = None,
+    min_seconds: float = 0.1,
+) -> Iterator[tuple[str, np.ndarray | AudioError]]:
+    """Yield ``(utt, samples (samples,))`` for each utterance, or ``(utt, AudioError)``.
+
+    Never raises for a bad utterance: the error is yielded, logged as a warning, and the
+    iteration carries on; a summary of the failures is logged at the end. Consecutive
+    segments of the same pipe recording run the command once.
+    """
+    utts = datadir.utts if utts is None else list(utts)
+    cache: tuple[str, np.ndarray, int] | None = None  # last decoded pipe recording
+    failed: list[str] = []
+    for utt in utts:
+        try:
+            spec, start, end = datadir.audio_spec(utt)
+            if datadir.segments is not None and is_pipe(spec):
+                if cache is None or cache[0] != spec:
+                    cache = None
+                    cache = (spec, *read_recording(spec, utt))
+                wave = recording_segment(cache[1], cache[2], start, end, sample_rate, utt,
+                                         min_seconds)
+            else:
+                wave = load_audio(spec, sample_rate, start, end, name=utt, min_seconds=min_seconds)
+        except LreError as e:
+            err = e if isinstance(e, AudioError) else AudioError(str(e))
+            logger.warning("skipping %s", err)
+            failed.append(utt)
+            yield utt, err
+            continue
+        yield utt, wave
+    if failed:
+        logger.warning(
+            "%d of %d utterances could not be loaded: %s%s",
+            len(failed),
+            len(utts),
+            " ".join(failed[:10]),
+            " ..." if len(failed) > 10 else "",
         )
 
 
@@ -521,23 +519,12 @@ def _scan(path: Path, check, problems: list[Problem]) -> _Scan:
     prev_key: bytes | None = None
     prev_text = ""
     unsorted: list[tuple[int, str, str]] = []
-    data = path.read_bytes()
-    if not data.strip():
+    raw_lines = read_table_lines(path)
+    if not any(raw.text.strip() for raw in raw_lines):
         problems.append(Problem(file, None, "file is empty"))
         return scan
-    raw_lines = data.split(b"\n")
-    if data.endswith(b"\n"):
-        raw_lines.pop()  # the end of the last line, not an empty line
-    for lineno, raw in enumerate(raw_lines, 1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            problems.append(Problem(file, lineno, "line is not valid UTF-8"))
-            line = raw.decode("utf-8", "surrogateescape")
-        if line.endswith("\r"):
-            problems.append(Problem(file, lineno, "line ends with a carriage return (DOS line "
-                                                  "ending)"))
-            line = line.rstrip("\r")
+    for lineno, line, form_problems in raw_lines:
+        problems.extend(Problem(file, lineno, message) for message in form_problems)
         if not line.strip():
             problems.append(Problem(file, lineno, "empty line"))
             continue
@@ -602,13 +589,10 @@ def _utt_files(scans: Mapping[str, _Scan]) -> list[str]:
 
 def _read_feats_failed(path: Path) -> dict[str, str]:
     """``feats_failed`` (utt + reason, written by the feature stage), when present."""
-    out: dict[str, str] = {}
-    if (path / "feats_failed").is_file():
-        for line in (path / "feats_failed").read_text("utf-8", "replace").splitlines():
-            parts = line.strip().split(maxsplit=1)
-            if parts:
-                out[parts[0]] = parts[1] if len(parts) > 1 else "failed"
-    return out
+    if not (path / "feats_failed").is_file():
+        return {}
+    lines = iter_table(path / "feats_failed", require_value=False, unique=False)
+    return {line.key: line.value or "failed" for line in lines}
 
 
 def _audio_status(spec: str) -> str | None:
@@ -617,16 +601,13 @@ def _audio_status(spec: str) -> str | None:
         return None
     path = Path(spec)
     if not path.exists():
-        match = _ARK_OFFSET.match(spec)
-        if match and Path(match["ark"]).is_file():
+        ark = parse_ark_offset(spec)
+        if ark is not None and Path(ark.ark).is_file():
             return None
         return f"audio file does not exist: {spec}"
     if path.is_file() and path.stat().st_size == 0:
         return f"audio file is empty: {spec}"
     return None
-
-
-_ARK_OFFSET = re.compile(r"^(?P<ark>.+):(?P<offset>\d+)(\[[^\]]*\])?$")
 
 
 def _recording_durations(
@@ -799,8 +780,8 @@ def _check_features(scans: Mapping[str, _Scan], problems: list[Problem]) -> None
             continue
         missing: dict[str, list[int]] = {}
         for entry in scan.first.values():
-            match = _ARK_OFFSET.match(entry.value)
-            ark = match["ark"] if match else entry.value
+            spec = parse_ark_offset(entry.value)
+            ark = spec.ark if spec is not None else entry.value
             if not Path(ark).exists():
                 missing.setdefault(ark, []).append(entry.lineno)
         for ark, lines in missing.items():
@@ -874,60 +855,15 @@ def fix(path: PathLike, check_audio: bool = True) -> FixReport:
     universe: set[str] = set()
     for name in names:
         universe |= scans[name].keys
-    reasons: dict[str, tuple[str, str]] = {}
-
-    def drop(utt: str, reason: str, detail: str = "") -> None:
-        reasons.setdefault(utt, (reason, detail))
-
-    failed = _read_feats_failed(d)
-    for name in names:
-        scan = scans[name]
-        for utt, lineno in scan.conflicts.items():
-            drop(utt, f"repeated in {name} with different values", f"{name}:{lineno}")
-        for utt, (lineno, error) in scan.invalid.items():
-            drop(utt, f"invalid line in {name}", f"{name}:{lineno}: {error}")
-    for utt in universe:
-        for name in names:
-            if utt not in scans[name].keys:
-                if name == "feats.scp" and utt in failed:
-                    drop(utt, "no features (feature extraction failed)", failed[utt])
-                else:
-                    drop(utt, f"no entry in {name}")
-    wav = scans["wav.scp"]
-    bad_audio: dict[str, tuple[str, str]] = {}
-    for reco in wav.conflicts:
-        bad_audio[reco] = ("recording repeated in wav.scp with different values", reco)
-    for reco, (lineno, error) in wav.invalid.items():
-        bad_audio[reco] = ("invalid line in wav.scp", f"wav.scp:{lineno}: {error}")
-    if check_audio:
-        for reco, entry in wav.first.items():
-            status = _audio_status(entry.value)
-            if status:
-                bad_audio.setdefault(reco, (status.split(":")[0], entry.value))
+    reasons = _inconsistent_utterances(d, scans, names, universe)
+    bad_audio = _bad_recordings(scans["wav.scp"], check_audio)
     segments: dict[str, Segment] = {}
     if "segments" in scans:
-        durations = _recording_durations(d, scans, check_audio)
-        clipped = 0
-        for utt, entry in scans["segments"].first.items():
-            seg = parse_segment(entry.value)
-            total = durations.get(seg.reco)
-            if seg.reco not in wav.keys:
-                drop(utt, "recording not in wav.scp", seg.reco)
-            elif seg.reco in bad_audio:
-                drop(utt, *bad_audio[seg.reco])
-            elif total is not None and (seg.start >= total or seg.end > total + MAX_OVERSHOOT):
-                drop(utt, "segment beyond the end of its recording",
-                     f"{entry.value} (recording {total:.3f} s)")
-            elif total is not None and seg.end > total:
-                seg = seg._replace(end=total)
-                clipped += 1
-            segments[utt] = seg
-        if clipped:
-            notes.append(f"clipped {clipped} segment ends to the end of their recording")
+        segments = _checked_segments(d, scans, bad_audio, reasons, notes, check_audio)
     else:
         for utt, why in bad_audio.items():
             if utt in universe:
-                drop(utt, *why)
+                reasons.setdefault(utt, why)
     kept = set(universe) - set(reasons)
     if not kept:
         report = FixReport(d, len(universe), 0, {u: r for u, (r, _) in reasons.items()})
@@ -949,14 +885,80 @@ def fix(path: PathLike, check_audio: bool = True) -> FixReport:
     if changed:
         report.backup = _backup(d, [n for n in changed if (d / n).is_file()], report)
         for name in changed:
-            with atomic_open(d / name, "w", encoding="utf-8", errors="surrogateescape") as f:
-                f.write(texts[name])
+            write_text(d / name, texts[name])
     logger.debug("%s", report.summary())
     return report
 
 
-def _kv_text(mapping: Mapping[str, object]) -> str:
-    return "".join(f"{k} {_format_value(mapping[k])}\n" for k in c_sorted(mapping))
+def _inconsistent_utterances(
+    d: Path, scans: Mapping[str, _Scan], names: list[str], universe: set[str]
+) -> dict[str, tuple[str, str]]:
+    """``utt -> (reason, detail)`` for utterances with a bad, repeated or missing entry."""
+    reasons: dict[str, tuple[str, str]] = {}
+    failed = _read_feats_failed(d)
+    for name in names:
+        scan = scans[name]
+        for utt, lineno in scan.conflicts.items():
+            reasons.setdefault(utt, (f"repeated in {name} with different values",
+                                     f"{name}:{lineno}"))
+        for utt, (lineno, error) in scan.invalid.items():
+            reasons.setdefault(utt, (f"invalid line in {name}", f"{name}:{lineno}: {error}"))
+    for utt in universe:
+        for name in names:
+            if utt not in scans[name].keys:
+                if name == "feats.scp" and utt in failed:
+                    why = ("no features (feature extraction failed)", failed[utt])
+                else:
+                    why = (f"no entry in {name}", "")
+                reasons.setdefault(utt, why)
+    return reasons
+
+
+def _bad_recordings(wav: _Scan, check_audio: bool) -> dict[str, tuple[str, str]]:
+    """``wav.scp key -> (reason, detail)`` for recordings that cannot be used."""
+    bad: dict[str, tuple[str, str]] = {}
+    for reco in wav.conflicts:
+        bad[reco] = ("recording repeated in wav.scp with different values", reco)
+    for reco, (lineno, error) in wav.invalid.items():
+        bad[reco] = ("invalid line in wav.scp", f"wav.scp:{lineno}: {error}")
+    if check_audio:
+        for reco, entry in wav.first.items():
+            status = _audio_status(entry.value)
+            if status:
+                bad.setdefault(reco, (status.split(":")[0], entry.value))
+    return bad
+
+
+def _checked_segments(
+    d: Path,
+    scans: Mapping[str, _Scan],
+    bad_audio: Mapping[str, tuple[str, str]],
+    reasons: dict[str, tuple[str, str]],
+    notes: list[str],
+    check_audio: bool,
+) -> dict[str, Segment]:
+    """Every segment, ends clipped to their recording; unusable ones added to ``reasons``."""
+    wav = scans["wav.scp"]
+    durations = _recording_durations(d, scans, check_audio)
+    segments: dict[str, Segment] = {}
+    clipped = 0
+    for utt, entry in scans["segments"].first.items():
+        seg = parse_segment(entry.value)
+        total = durations.get(seg.reco)
+        if seg.reco not in wav.keys:
+            reasons.setdefault(utt, ("recording not in wav.scp", seg.reco))
+        elif seg.reco in bad_audio:
+            reasons.setdefault(utt, bad_audio[seg.reco])
+        elif total is not None and (seg.start >= total or seg.end > total + MAX_OVERSHOOT):
+            reasons.setdefault(utt, ("segment beyond the end of its recording",
+                                     f"{entry.value} (recording {total:.3f} s)"))
+        elif total is not None and seg.end > total:
+            seg = seg._replace(end=total)
+            clipped += 1
+        segments[utt] = seg
+    if clipped:
+        notes.append(f"clipped {clipped} segment ends to the end of their recording")
+    return segments
 
 
 def _fixed_texts(
@@ -977,15 +979,15 @@ def _fixed_texts(
     if "segments" in scans:
         kept_segments = {u: segments[u] for u in kept}
         recos = {s.reco for s in kept_segments.values()}
-        texts["segments"] = _kv_text(
+        texts["segments"] = table_text(
             {u: (s.reco, float(s.start), float(s.end)) for u, s in kept_segments.items()})
     else:
         recos = kept
-    texts["wav.scp"] = _kv_text(values("wav.scp", recos))
-    texts["utt2lang"] = _kv_text(utt2lang)
-    texts["utt2spk"] = _kv_text(utt2spk)
-    texts["spk2utt"] = _kv_text(invert(utt2spk))
-    texts["lang2utt"] = _kv_text(invert(utt2lang))
+    texts["wav.scp"] = table_text(values("wav.scp", recos))
+    texts["utt2lang"] = table_text(utt2lang)
+    texts["utt2spk"] = table_text(utt2spk)
+    texts["spk2utt"] = table_text(invert(utt2spk))
+    texts["lang2utt"] = table_text(invert(utt2lang))
     if "utt2dur" in scans:
         utt2dur: dict[str, object] = dict(values("utt2dur", kept))
         corrected = 0
@@ -997,13 +999,13 @@ def _fixed_texts(
                     corrected += 1
         if corrected:
             notes.append(f"corrected {corrected} utt2dur entries from segments")
-        texts["utt2dur"] = _kv_text(utt2dur)
+        texts["utt2dur"] = table_text(utt2dur)
     feat_utts = set(scans["feats.scp"].first) & kept if "feats.scp" in scans else set()
     for name in ("feats.scp", "vad.scp", "utt2num_frames"):
         if name in scans:
-            texts[name] = _kv_text(values(name, feat_utts))
+            texts[name] = table_text(values(name, feat_utts))
     if "reco2dur" in scans:
-        texts["reco2dur"] = _kv_text(values("reco2dur", recos))
+        texts["reco2dur"] = table_text(values("reco2dur", recos))
     # Other Kaldi files keyed by utterance, speaker or recording are filtered too.
     speakers = set(utt2spk.values())
     for extra in sorted(d.iterdir()):
@@ -1019,7 +1021,7 @@ def _fixed_texts(
         else:
             continue
         scan = _scan(extra, None, [])
-        texts[name] = _kv_text({k: e.value for k, e in scan.first.items() if k in keys})
+        texts[name] = table_text({k: e.value for k, e in scan.first.items() if k in keys})
     return texts
 
 
@@ -1036,8 +1038,7 @@ def _backup(d: Path, names: list[str], report: FixReport) -> Path:
         shutil.copy2(d / name, backup / name)
     lines = [f"{u}\t{report.dropped[u]}\t{report.details.get(u, '')}".rstrip("\t") + "\n"
              for u in c_sorted(report.dropped)]
-    with atomic_open(backup / "dropped", "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.writelines(lines)
+    write_text(backup / "dropped", "".join(lines))
     return backup
 
 
@@ -1186,11 +1187,7 @@ def subset_per_lang(src: PathLike, out: PathLike, n: int) -> DataDir:
 
 def read_utt_list(path: PathLike) -> list[str]:
     """First field of each non-blank line of ``path`` (a Kaldi utterance list)."""
-    try:
-        text = Path(path).read_text("utf-8")
-    except OSError as e:
-        raise LreError(f"{path}: cannot read utterance list: {e.strerror}") from None
-    return [line.split()[0] for line in text.splitlines() if line.strip()]
+    return [line.key for line in iter_table(path, require_value=False, unique=False)]
 
 
 # --------------------------------------------------------------------------- CLI

@@ -58,9 +58,7 @@ def _model_class(name: str) -> type[LidModel]:
 
 def default_config(name: str) -> dict[str, Any]:
     """A fresh copy of the default config (all sizes) of model ``name``."""
-    import copy
-
-    return copy.deepcopy(_model_class(name).DEFAULTS)
+    return _model_class(name).default_config()
 
 
 def build_model(name: str, feat_dim: int, num_langs: int,

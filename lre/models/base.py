@@ -12,9 +12,10 @@ import copy
 from typing import Any, ClassVar, NamedTuple
 
 import torch
-import yaml
 from torch import Tensor, nn
 
+from lre.config import merge
+from lre.models.geometry import SegmentGeometry
 from lre.utils import LreError
 
 
@@ -48,6 +49,8 @@ class LidModel(nn.Module):
         config: every size of the model (JSON/YAML-safe values only), enough to rebuild it.
         min_frames: shortest input the model uses without padding it (one segment for the
             HGRU); shorter inputs are zero-padded by the model, never an error.
+        segment_hop, segment_span: segment ``k`` of the output spans input frames
+            ``[k * segment_hop, k * segment_hop + segment_span)`` (see :meth:`geometry`).
     """
 
     name: ClassVar[str] = ""
@@ -65,6 +68,17 @@ class LidModel(nn.Module):
         self.num_langs = num_langs
         self.config = resolve_config(self.name, self.DEFAULTS, config)
         self.min_frames = 1
+        self.segment_hop = 100
+        self.segment_span = 100
+
+    def geometry(self, frame_shift: float = 0.01) -> SegmentGeometry:
+        """How this model cuts ``frame_shift``-second frames into segments."""
+        return SegmentGeometry(self.segment_hop, self.segment_span, frame_shift)
+
+    @classmethod
+    def default_config(cls) -> dict[str, Any]:
+        """A fresh copy of the model's default config (every size)."""
+        return copy.deepcopy(cls.DEFAULTS)
 
     def forward(self, feats: Tensor, lengths: Tensor, with_segments: bool = False
                 ) -> ModelOutput:  # pragma: no cover
@@ -94,63 +108,14 @@ class LidModel(nn.Module):
 # Config handling
 
 
-def _coerce(model: str, key: str, value: Any, default: Any) -> Any:
-    """``value`` as the type of ``default``; strings (from ``--set key=value``) are parsed."""
-    if isinstance(value, str) and not isinstance(default, str):
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError:
-            pass
-    bad = LreError(f"{model} config: {key} = {value!r} is not {_type_name(default)}")
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int):
-            raise bad
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if isinstance(default, list):
-        if not isinstance(value, (list, tuple)) or not value:
-            raise bad
-        item = default[0]
-        return [_coerce(model, f"{key}[{i}]", v, item) for i, v in enumerate(value)]
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise bad
-        return value
-    return value
-
-
-def _type_name(default: Any) -> str:
-    if isinstance(default, bool):
-        return "true or false"
-    if isinstance(default, int):
-        return "an integer"
-    if isinstance(default, float):
-        return "a number"
-    if isinstance(default, list):
-        return "a non-empty list"
-    return "a string"
-
-
 def resolve_config(model: str, defaults: dict[str, Any],
                    config: dict[str, Any] | None) -> dict[str, Any]:
-    """``defaults`` updated with ``config``; unknown keys and wrong types raise LreError."""
+    """``defaults`` updated with ``config`` by :func:`lre.config.merge`, the rules every
+    config follows: strings (``--set key=value``) are parsed, values coerced to the
+    default's type, and unknown keys (with the closest known one) or wrong types raise
+    :class:`LreError` (``hgru config: window = 'wide' is not an integer``)."""
     out = copy.deepcopy(defaults)
-    for key, value in (config or {}).items():
-        if key not in defaults:
-            known = ", ".join(sorted(defaults))
-            raise LreError(f"{model} config: unknown key {key!r} (known: {known})")
-        out[key] = _coerce(model, key, value, defaults[key])
+    merge(out, config or {}, f"{model} config")
     return out
 
 

@@ -54,6 +54,7 @@ class FlatBiGRU(LidModel):
                          "block_frames")
         require_dropout(self.name, c)
         self.block_frames = c["block_frames"]
+        self.segment_hop = self.segment_span = self.block_frames
         self.min_frames = 1
         self.gru = BidirectionalGRU(feat_dim, c["hidden"], c["num_layers"], c["dropout"])
         self.dropout = nn.Dropout(c["dropout"])

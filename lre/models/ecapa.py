@@ -78,6 +78,7 @@ class EcapaTDNN(LidModel):
                 f"SE-Res2Net layers {c['channels'][1:-1]}")
         require_dropout(self.name, c)
         self.block_frames = c["block_frames"]
+        self.segment_hop = self.segment_span = self.block_frames
         # SpeechBrain pads 'same' by reflection, which needs more frames than the widest pad.
         self.min_frames = max((k - 1) * d // 2 for k, d in
                               zip(c["kernel_sizes"], c["dilations"], strict=True)) + 1

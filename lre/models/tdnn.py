@@ -84,6 +84,7 @@ class XVectorTDNN(LidModel):
                          "block_frames")
         require_dropout(self.name, c)
         self.block_frames = c["block_frames"]
+        self.segment_hop = self.segment_span = self.block_frames
         self.context = CONTEXT
         self.min_frames = 2 * CONTEXT + 1
         widths = [feat_dim] + [c["channels"]] * 4 + [c["stats_channels"]]

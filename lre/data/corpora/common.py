@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from lre.data.datadir import DataDir, Segment, validate, write_kv
+from lre.data.datadir import DataDir, Segment, validate
+from lre.data.tables import write_table
 from lre.utils import LreError, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -239,7 +240,7 @@ def write_set(
     ).write()
     text_path = out_dir / "text"
     if write_text and any(it.text for it in items):
-        write_kv(text_path, {it.utt: it.text for it in items if it.text})
+        write_table(text_path, {it.utt: it.text for it in items if it.text})
     elif text_path.is_file():
         text_path.unlink()  # a stale transcript file would disagree with the new set
     skipped_path = out_dir / SKIPPED_FILE

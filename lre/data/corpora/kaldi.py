@@ -24,6 +24,7 @@ import logging
 import os
 from pathlib import Path
 
+from lre.data.audio import is_pipe
 from lre.data.corpora.common import (
     PrepareReport,
     Skipped,
@@ -33,7 +34,8 @@ from lre.data.corpora.common import (
     read_map_file,
     write_set,
 )
-from lre.data.datadir import Segment, c_sorted, is_pipe, parse_segment
+from lre.data.datadir import Segment, parse_segment
+from lre.data.tables import c_sorted, iter_table
 from lre.utils import LreError
 
 logger = logging.getLogger(__name__)
@@ -47,22 +49,39 @@ def read_lenient(path: Path, skipped: list[Skipped]) -> dict[str, str]:
     """A Kaldi ``key value`` file, keeping the first line of a repeated id; problems go to
     ``skipped`` instead of raising (a data dir being imported may be a bit broken)."""
     out: dict[str, str] = {}
-    try:
-        lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
-    except OSError as e:
-        raise LreError(f"{path}: cannot read: {e}") from None
-    for lineno, line in enumerate(lines, 1):
-        parts = line.strip().split(maxsplit=1)
-        if not parts:
-            continue
-        if len(parts) < 2:
-            skipped.append(Skipped(f"{path.name}:{lineno}", f"no value for '{parts[0]}'"))
-            continue
-        if parts[0] in out:
-            skipped.append(Skipped(f"{path.name}:{lineno}", f"duplicate id '{parts[0]}'"))
-            continue
-        out[parts[0]] = parts[1].strip()
+    for lineno, key, value in iter_table(path, require_value=False, unique=False):
+        if not value:
+            skipped.append(Skipped(f"{path.name}:{lineno}", f"no value for '{key}'"))
+        elif key in out:
+            skipped.append(Skipped(f"{path.name}:{lineno}", f"duplicate id '{key}'"))
+        else:
+            out[key] = value
     return out
+
+
+def _read_segments(path: Path, skipped: list[Skipped]) -> dict[str, Segment] | None:
+    """``segments`` of the dir being imported (None when it has none); bad lines skipped."""
+    if not path.is_file():
+        return None
+    segments = {}
+    for utt, value in read_lenient(path, skipped).items():
+        try:
+            segments[utt] = parse_segment(value)
+        except ValueError as e:
+            skipped.append(Skipped(utt, f"segments: {e}"))
+    return segments
+
+
+def _read_durations(path: Path, skipped: list[Skipped]) -> dict[str, float]:
+    """``utt2dur`` of the dir being imported ({} when it has none); bad lines skipped."""
+    durations: dict[str, float] = {}
+    if path.is_file():
+        for utt, value in read_lenient(path, skipped).items():
+            try:
+                durations[utt] = float(value)
+            except ValueError:
+                skipped.append(Skipped(utt, f"utt2dur: not a number: {value!r}"))
+    return durations
 
 
 def languages_for(utts: list[str], utt2spk: dict[str, str], lang_from: str, sep: str,
@@ -81,26 +100,11 @@ def languages_for(utts: list[str], utt2spk: dict[str, str], lang_from: str, sep:
     return out
 
 
-def import_dir(
-    src: Path, out: Path, lang_from: str | None, utt2lang_file: Path | None, sep: str,
-    lang_map: dict[str, str], langs: list[str] | None, nj: int, min_duration: float,
-    probe: bool,
-):
-    """Import one data dir; returns its ``SetSummary`` and skipped items."""
-    skipped: list[Skipped] = []
-    wav = read_lenient(src / "wav.scp", skipped)
-    segments: dict[str, Segment] | None = None
-    if (src / "segments").is_file():
-        segments = {}
-        for utt, value in read_lenient(src / "segments", skipped).items():
-            try:
-                segments[utt] = parse_segment(value)
-            except ValueError as e:
-                skipped.append(Skipped(utt, f"segments: {e}"))
-    utts = c_sorted(segments if segments is not None else wav)
-    utt2spk = read_lenient(src / "utt2spk", skipped) if (src / "utt2spk").is_file() else {}
-    if not utt2spk:
-        logger.info("%s: no utt2spk; each utterance is its own speaker", src)
+def _source_languages(
+    src: Path, utts: list[str], utt2spk: dict[str, str], lang_from: str | None,
+    utt2lang_file: Path | None, sep: str, skipped: list[Skipped],
+) -> tuple[str, dict[str, str]]:
+    """The rule used (``--lang-from``, or ``utt2lang`` when there is one) and utt -> language."""
     own_utt2lang = src / "utt2lang"
     if lang_from is None:
         if utt2lang_file is not None or own_utt2lang.is_file():
@@ -114,14 +118,49 @@ def import_dir(
         if not lang_file.is_file():
             raise LreError(f"{lang_file}: utt2lang file not found")
         utt2lang = read_lenient(lang_file, skipped)
-    langs_of = languages_for(utts, utt2spk, lang_from, sep, utt2lang)
-    durations = {}
-    if (src / "utt2dur").is_file():
-        for utt, value in read_lenient(src / "utt2dur", skipped).items():
-            try:
-                durations[utt] = float(value)
-            except ValueError:
-                skipped.append(Skipped(utt, f"utt2dur: not a number: {value!r}"))
+    return lang_from, languages_for(utts, utt2spk, lang_from, sep, utt2lang)
+
+
+def _probe_recordings(
+    items: list[Utterance], segments: dict[str, Segment], wav: dict[str, str], nj: int,
+    probe: bool, desc: str, skipped: list[Skipped],
+) -> list[Utterance]:
+    """Probe each recording once (not once per segment); keep the utterances whose
+    recording is usable, with open-ended segments' durations filled in."""
+    recos = c_sorted({segments[it.utt].reco for it in items})
+    probes = [Utterance(r, r, "", wav[r], source=None if is_pipe(wav[r]) else wav[r])
+              for r in recos]
+    good, bad = probe_audio(probes, nj=nj, min_duration=0.0, headers=probe, desc=desc)
+    reasons = {b.item: b.reason for b in bad}
+    reco_dur = {g.utt: g.duration for g in good}
+    kept = []
+    for it in items:
+        seg = segments[it.utt]
+        if seg.reco in reasons:
+            skipped.append(Skipped(it.utt, reasons[seg.reco]))
+            continue
+        if seg.end < 0 and it.duration is None and reco_dur.get(seg.reco) is not None:
+            it.duration = reco_dur[seg.reco] - seg.start
+        kept.append(it)
+    return kept
+
+
+def import_dir(
+    src: Path, out: Path, lang_from: str | None, utt2lang_file: Path | None, sep: str,
+    lang_map: dict[str, str], langs: list[str] | None, nj: int, min_duration: float,
+    probe: bool,
+):
+    """Import one data dir; returns its ``SetSummary`` and skipped items."""
+    skipped: list[Skipped] = []
+    wav = read_lenient(src / "wav.scp", skipped)
+    segments = _read_segments(src / "segments", skipped)
+    utts = c_sorted(segments if segments is not None else wav)
+    utt2spk = read_lenient(src / "utt2spk", skipped) if (src / "utt2spk").is_file() else {}
+    if not utt2spk:
+        logger.info("%s: no utt2spk; each utterance is its own speaker", src)
+    lang_from, langs_of = _source_languages(src, utts, utt2spk, lang_from, utt2lang_file, sep,
+                                            skipped)
+    durations = _read_durations(src / "utt2dur", skipped)
     text = read_lenient(src / "text", skipped) if (src / "text").is_file() else {}
 
     items: list[Utterance] = []
@@ -144,30 +183,12 @@ def import_dir(
         items.append(Utterance(utt, utt2spk.get(utt, utt), lang, spec, duration,
                                text.get(utt), source=None if is_pipe(spec) else spec))
 
-    # Probe each recording once (not once per segment), then keep the utterances whose
-    # recording is usable.
     if segments is None:
         items, bad = probe_audio(items, nj=nj, min_duration=min_duration, headers=probe,
                                  desc=src.name)
         skipped += bad
     else:
-        recos = c_sorted({segments[it.utt].reco for it in items})
-        probes = [Utterance(r, r, "", wav[r], source=None if is_pipe(wav[r]) else wav[r])
-                  for r in recos]
-        good, bad = probe_audio(probes, nj=nj, min_duration=0.0, headers=probe, desc=src.name)
-        reasons = {b.item: b.reason for b in bad}
-        reco_dur = {g.utt: g.duration for g in good}
-        kept = []
-        for it in items:
-            seg = segments[it.utt]
-            if seg.reco in reasons:
-                skipped.append(Skipped(it.utt, reasons[seg.reco]))
-                continue
-            if seg.end < 0 and it.duration is None and reco_dur.get(seg.reco) is not None:
-                it.duration = reco_dur[seg.reco] - seg.start
-            kept.append(it)
-        items = kept
-
+        items = _probe_recordings(items, segments, wav, nj, probe, src.name, skipped)
     summary = write_set(out, items, skipped, write_text=bool(text), require_spk_prefix=False,
                         segments=segments)
     return summary, skipped

@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -437,6 +438,61 @@ def _check_settings(wav_root: Path, settings: dict) -> None:
 
 
 # ------------------------------------------------------------------ the corpus
+def _check_request(langs: list[str], counts: dict[str, int], utts_per_spk: int,
+                   min_dur: float, max_dur: float) -> None:
+    """Raise ``LreError`` for an unknown language or impossible durations or counts."""
+    unknown = [lang for lang in langs if lang not in LANGUAGES]
+    if unknown:
+        raise LreError(f"unknown language(s) {', '.join(unknown)} for the synthetic corpus "
+                       f"(available: {', '.join(sorted(LANGUAGES))})")
+    if not 0.5 <= min_dur < max_dur - 2.0:
+        raise LreError(f"durations: need 0.5 <= min_dur < max_dur - 2 (got {min_dur}, {max_dur})")
+    if utts_per_spk < 1:
+        raise LreError(f"utts_per_spk must be >= 1 (got {utts_per_spk})")
+    if any(c < 0 for c in counts.values()) or not any(counts.values()):
+        raise LreError(f"utterance counts must be >= 0 and not all 0: {counts}")
+
+
+def _synthesize_all(jobs: list[SynthJob], nj: int, progress: bool) -> dict[str, SynthResult]:
+    """Run every job (in ``nj`` processes when ``nj`` > 1); utt -> result."""
+    from tqdm import tqdm
+
+    results: dict[str, SynthResult] = {}
+    bar = tqdm(total=len(jobs), desc="synth", unit="utt", disable=not progress)
+    if nj <= 1:
+        for job in jobs:
+            results[job.utt] = synthesize(job)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=nj) as pool:
+            chunk = max(1, min(16, math.ceil(len(jobs) / (nj * 8))))
+            for res in pool.map(synthesize, jobs, chunksize=chunk):
+                results[res.utt] = res
+                bar.update()
+    bar.close()
+    return results
+
+
+def _write_sets(out: Path, jobs: list[SynthJob], results: Mapping[str, SynthResult]
+                ) -> PrepareReport:
+    """Write ``out/<split>`` for each split with jobs; failed utterances are skipped."""
+    report = PrepareReport()
+    for split in SPLITS:
+        split_jobs = [j for j in jobs if j.split == split]
+        if not split_jobs:
+            continue
+        items, skipped = [], []
+        for job in split_jobs:
+            res = results[job.utt]
+            if res.error is not None or res.duration is None:
+                skipped.append(Skipped(job.utt, f"{job.wav}: {res.error}"))
+                continue
+            items.append(Utterance(job.utt, job.spk, job.lang, job.wav, res.duration, res.text))
+        report.sets.append(write_set(out / split, items, skipped))
+        report.skipped += skipped
+    return report
+
+
 def prepare_synth(
     out: str | os.PathLike,
     langs: list[str] | None = None,
@@ -456,21 +512,10 @@ def prepare_synth(
     reused; ``nj`` espeak-ng processes run at once. Raises ``LreError`` when espeak-ng or
     Django is missing, a language is unknown, or more than 5% of utterances fail.
     """
-    from tqdm import tqdm
-
     out = Path(out)
     langs = list(DEFAULT_LANGS) if not langs else list(dict.fromkeys(langs))
-    unknown = [lang for lang in langs if lang not in LANGUAGES]
-    if unknown:
-        raise LreError(f"unknown language(s) {', '.join(unknown)} for the synthetic corpus "
-                       f"(available: {', '.join(sorted(LANGUAGES))})")
-    if not 0.5 <= min_dur < max_dur - 2.0:
-        raise LreError(f"durations: need 0.5 <= min_dur < max_dur - 2 (got {min_dur}, {max_dur})")
-    if utts_per_spk < 1:
-        raise LreError(f"utts_per_spk must be >= 1 (got {utts_per_spk})")
     counts = {"train": train_per_lang, "dev": dev_per_lang, "test": test_per_lang}
-    if any(c < 0 for c in counts.values()) or not any(counts.values()):
-        raise LreError(f"utterance counts must be >= 0 and not all 0: {counts}")
+    _check_request(langs, counts, utts_per_spk, min_dur, max_dur)
     version, data_dir = espeak_info()
     known_voices = espeak_voices()
     missing = [lang for lang in langs if LANGUAGES[lang][1] not in known_voices]
@@ -485,39 +530,14 @@ def prepare_synth(
     logger.info("synthesizing %d utterances (%s) in %d languages with %d jobs", len(jobs),
                 ", ".join(f"{s} {counts[s]}/lang" for s in SPLITS), len(langs), nj)
     start = time.perf_counter()
-    results: dict[str, SynthResult] = {}
-    bar = tqdm(total=len(jobs), desc="synth", unit="utt", disable=not progress)
-    if nj <= 1:
-        for job in jobs:
-            results[job.utt] = synthesize(job)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=nj) as pool:
-            chunk = max(1, min(16, math.ceil(len(jobs) / (nj * 8))))
-            for res in pool.map(synthesize, jobs, chunksize=chunk):
-                results[res.utt] = res
-                bar.update()
-    bar.close()
+    results = _synthesize_all(jobs, nj, progress)
     elapsed = time.perf_counter() - start
     made = sum(1 for r in results.values() if not r.reused and r.error is None)
     truncated = sum(1 for r in results.values() if r.truncated)
     logger.info("made %d new utterances, reused %d, in %.1f s (%d cut at a pause)", made,
                 sum(r.reused for r in results.values()), elapsed, truncated)
 
-    report = PrepareReport()
-    for split in SPLITS:
-        split_jobs = [j for j in jobs if j.split == split]
-        if not split_jobs:
-            continue
-        items, skipped = [], []
-        for job in split_jobs:
-            res = results[job.utt]
-            if res.error is not None or res.duration is None:
-                skipped.append(Skipped(job.utt, f"{job.wav}: {res.error}"))
-                continue
-            items.append(Utterance(job.utt, job.spk, job.lang, job.wav, res.duration, res.text))
-        report.sets.append(write_set(out / split, items, skipped))
-        report.skipped += skipped
+    report = _write_sets(out, jobs, results)
     if len(report.skipped) > 0.05 * len(jobs):
         raise LreError(f"{out}: {len(report.skipped)} of {len(jobs)} utterances failed "
                        f"(first: {report.skipped[0].item}: {report.skipped[0].reason})")

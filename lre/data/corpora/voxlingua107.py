@@ -37,7 +37,7 @@ from lre.data.corpora.common import (
     read_map_file,
     safe_id,
 )
-from lre.data.datadir import c_sorted
+from lre.data.tables import c_sorted
 from lre.utils import LreError
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,156 @@
+"""Audio read in blocks: a file of any length at the model's rate, mono, in constant memory.
+
+:class:`AudioStream` reads increasing sample ranges of a file with soundfile and resamples
+them so that the samples equal those of resampling the whole file at once;
+:class:`ArrayStream` gives the same interface over audio already in memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from lre.data.audio import resample as _resample
+from lre.data.audio import to_mono as _to_mono
+from lre.utils import LreError
+
+#: Shortest audio taken, in seconds.
+MIN_SECONDS = 0.1
+
+
+def _short(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+class NotStreamable(LreError):
+    """soundfile cannot open the file (another decoder may still read it whole)."""
+
+
+class AudioStream:
+    """Mono audio at ``sample_rate`` read in increasing ``[start, end)`` sample ranges.
+
+    Only what the current range needs is held in memory (plus a little context for
+    the resampler), so a file of any length is read in constant memory. The samples
+    equal those of resampling the whole file at once: reads start on whole resampling
+    periods (``sr_in / gcd`` input samples) with a period of context on each side.
+    """
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int, name: str | None = None):
+        import soundfile as sf
+
+        self.name = name or str(path)
+        self.sample_rate = sample_rate
+        try:
+            self._file = sf.SoundFile(str(path))
+        except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError
+            raise NotStreamable(f"{self.name}: cannot read audio ({_short(e)})") from e
+        self.sr_in = int(self._file.samplerate)
+        self.frames_in = int(self._file.frames)
+        if self.frames_in <= 0:
+            self.close()
+            raise LreError(f"{self.name}: audio has no samples")
+        self.duration = self.frames_in / self.sr_in
+        if self.duration < MIN_SECONDS:
+            self.close()
+            raise LreError(f"{self.name}: too short: {self.duration:.3f} s "
+                           f"(minimum {MIN_SECONDS:g} s)")
+        g = math.gcd(self.sr_in, sample_rate)
+        self._p, self._q = self.sr_in // g, sample_rate // g  # input / output period
+        self.num_samples = (
+            self.frames_in
+            if self._p == self._q
+            else math.ceil(self.frames_in * self._q / self._p)
+        )
+        # Resampler context in input samples (torchaudio's sinc kernel half-width).
+        width = math.ceil(6 * self._p / (min(self._p, self._q) * 0.99))
+        self._pad_periods = 0 if self._p == self._q else math.ceil(width / self._p) + 1
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf_start = 0  # input sample index of _buf[0]
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> AudioStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _input(self, start: int, end: int) -> np.ndarray:
+        """Input samples ``[start, end)`` (mono), reading forward; ``start`` never decreases."""
+        if start < self._buf_start:
+            raise ValueError("AudioStream reads forward only")
+        drop = min(start - self._buf_start, len(self._buf))
+        self._buf = self._buf[drop:]
+        self._buf_start += drop
+        have = self._buf_start + len(self._buf)
+        if have < start:  # skip what no range needs
+            self._file.seek(start)
+            self._buf, self._buf_start, have = np.zeros(0, np.float32), start, start
+        if end > have:
+            try:
+                block = self._file.read(end - have, dtype="float32", always_2d=True)
+            except Exception as e:
+                raise LreError(f"{self.name}: cannot read audio ({_short(e)})") from e
+            block = _to_mono(block)
+            if not np.isfinite(block).all():
+                raise LreError(f"{self.name}: NaN or infinite samples")
+            self._buf = np.concatenate([self._buf, block])
+        return self._buf[start - self._buf_start : end - self._buf_start]
+
+    def read(self, start: int, end: int) -> np.ndarray:
+        """Output samples ``[start, end)`` at ``sample_rate``, ``(end - start,)`` float32."""
+        end = min(end, self.num_samples)
+        if self._p == self._q:
+            return self._input(start, end)  # a view; the buffer is replaced, never written
+        k0 = max(0, start // self._q - self._pad_periods)
+        k1 = math.ceil(end / self._q) + self._pad_periods
+        lo, hi = k0 * self._p, min(k1 * self._p, self.frames_in)
+        y = _resample(self._input(lo, hi), self.sr_in, self.sample_rate)
+        t0 = k0 * self._q
+        return np.ascontiguousarray(y[start - t0 : end - t0], dtype=np.float32)
+
+
+class ArrayStream:
+    """The :class:`AudioStream` interface over audio already in memory."""
+
+    def __init__(self, audio: np.ndarray, name: str, duration: float | None = None,
+                 sample_rate: int = 16000) -> None:
+        self.name = name
+        self.audio = audio
+        self.sample_rate = sample_rate
+        self.num_samples = len(audio)
+        self.duration = len(audio) / sample_rate if duration is None else duration
+
+    def read(self, start: int, end: int) -> np.ndarray:
+        return self.audio[start:end]
+
+    def close(self) -> None:
+        pass
+
+
+def array_to_mono(audio: Any, name: str = "<array>") -> np.ndarray:
+    """An array of samples ``(samples,)``, ``(samples, channels)`` or ``(channels, samples)``
+    (few channels, many samples) -> mono float32 ``(samples,)``."""
+    try:
+        import torch
+
+        if isinstance(audio, torch.Tensor):
+            audio = audio.detach().cpu().numpy()
+    except ImportError:
+        pass
+    x = np.asarray(audio)
+    if x.ndim == 2 and x.shape[0] < x.shape[1] and x.shape[0] <= 16:
+        x = x.T  # (channels, samples) as torchaudio gives it
+    if x.ndim not in (1, 2) or x.size == 0:
+        raise LreError(f"{name}: expected audio of shape (samples,) or (samples, channels), "
+                       f"got {x.shape}")
+    if np.issubdtype(x.dtype, np.integer):
+        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
+    x = _to_mono(x)
+    if not np.isfinite(x).all():
+        raise LreError(f"{name}: NaN or infinite samples")
+    return x

@@ -1,0 +1,133 @@
+"""THE feature pipeline: waveform -> raw features + VAD -> what the model sees.
+
+Stage 1 (:mod:`lre.features.stage`) stores the output of :func:`extract` (raw features and
+the VAD decision); the training reader, ``lre score`` and ``lre identify`` all turn them into
+model input with :func:`postprocess` (voiced frames, per-utterance CMVN, sliding CMN), which
+also gives each kept frame's index in the original frame sequence: the frame-to-time map
+that keeps segment times in the original audio when VAD removed frames. Features are stored
+RAW, so one set of stored features serves any normalisation and Kaldi tools see the same
+matrices as ``compute-*-feats`` would write.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from lre.features.cmvn import sliding_cmn, utterance_cmvn
+from lre.features.config import FeatureConfig
+from lre.features.kaldi import extract_with_energy
+from lre.features.sdc import shifted_deltas
+from lre.features.vad import energy_vad
+from lre.utils import LreError
+
+
+def extract(
+    wave: np.ndarray | torch.Tensor, config: FeatureConfig, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw features (no CMVN) and the energy-VAD decision of one waveform.
+
+    Args:
+        wave: ``(samples,)`` float in [-1, 1] at ``config.sample_rate``.
+        config: feature options.
+        seed: seeds the dither noise (only used when ``dither > 0``).
+
+    Returns:
+        ``(frames, feat_dim)`` float32 and ``(frames,)`` bool (True = voiced). Frame
+        ``i`` covers ``[i * frame_shift, i * frame_shift + frame_length)`` seconds.
+    """
+    feats, energy = extract_with_energy(wave, config, seed)
+    return feats, energy_vad(energy, config.vad)
+
+
+def extract_blocks(
+    read: Callable[[int, int], np.ndarray],
+    num_samples: int,
+    config: FeatureConfig,
+    block_seconds: float = 60.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`extract` of a whole recording that is read block by block.
+
+    Args:
+        read: ``read(start, stop)`` gives samples ``[start, stop)`` of the recording at
+            ``config.sample_rate`` (called with increasing ranges).
+        num_samples: length of the recording.
+        block_seconds: audio per block; only one block is held at a time.
+
+    Returns:
+        What :func:`extract` gives on the whole recording at once: every block is cut on
+        whole frames of the whole recording's framing, and VAD (whose threshold depends
+        on the mean energy) and the shifted deltas run on the joined frames. With dither
+        the noise differs from a single call (each block draws its own).
+    """
+    kaldi = config.kaldi
+    total = kaldi.num_frames(num_samples)
+    block = max(1, round(block_seconds / config.frame_shift))
+    feats, energy = [], []
+    for i, first in enumerate(range(0, total, block)):
+        end = min(first + block, total)
+        start, stop, skip = kaldi.samples_of_frames(first, end, total, num_samples)
+        f, e = extract_with_energy(read(start, stop), config, seed + i, sdc=False)
+        if len(f) < skip + end - first or (kaldi.snip_edges and len(f) != skip + end - first):
+            raise LreError(f"samples {start}-{stop} gave {len(f) - skip} frames, "
+                           f"expected {end - first}")
+        feats.append(f[skip:skip + end - first])
+        energy.append(e[skip:skip + end - first])
+    if not feats:
+        return np.zeros((0, config.feat_dim), np.float32), np.zeros(0, bool)
+    joined = np.concatenate(feats)
+    if config.kind == "mfcc_sdc":
+        joined = shifted_deltas(joined, config.sdc)
+    return joined, energy_vad(np.concatenate(energy), config.vad)
+
+
+def voiced(vad: np.ndarray) -> np.ndarray:
+    """``(frames,)`` bool from a stored VAD decision (``vad.scp`` holds 0/1 floats)."""
+    return np.asarray(vad).reshape(-1) > 0.5
+
+
+def postprocess(
+    feats: np.ndarray, vad: np.ndarray | None, config: FeatureConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features as the model sees them: voiced frames, per-utterance CMVN, sliding CMN.
+
+    Args:
+        feats: ``(frames, feat_dim)`` raw features (``feats.scp``).
+        vad: ``(frames,)`` voiced flags (``vad.scp``, 0/1 floats or bools), or None to
+            keep every frame.
+        config: its ``cmvn`` options say what to apply (see :class:`CmvnOptions`).
+
+    Returns:
+        ``(frames', feat_dim)`` float32 and ``(frames',)`` int64: for each kept frame,
+        its index in the original frame sequence. ``frames' = 0`` when nothing is voiced.
+    """
+    feats = np.asarray(feats, dtype=np.float32)
+    if feats.ndim != 2:
+        raise LreError(f"postprocess: expected (frames, dim) features, got shape {feats.shape}")
+    if vad is None:
+        index = np.arange(len(feats), dtype=np.int64)
+    else:
+        keep = voiced(vad)
+        if len(keep) != len(feats):
+            raise LreError(f"postprocess: VAD has {len(keep)} frames, features have {len(feats)}")
+        index = np.flatnonzero(keep).astype(np.int64)
+    c = config.cmvn
+    x = feats if c.before_vad else feats[index]
+    if len(x) and (c.norm_means or c.norm_vars):
+        x = utterance_cmvn(x, norm_vars=c.norm_vars)
+    if len(x) and c.sliding_cmn:
+        x = sliding_cmn(x, c.cmn_window, c.center, c.min_cmn_window, c.sliding_norm_vars)
+    if c.before_vad:
+        x = x[index]
+    return np.ascontiguousarray(x, dtype=np.float32), index
+
+
+def utterance_seed(utt: str) -> int:
+    """Stable per-utterance seed for dither: the same on every run, job split and machine."""
+    return zlib.crc32(utt.encode("utf-8"))
+
+

@@ -1,0 +1,1 @@
+"""Running a model on features: chunking long inputs, combining chunks, result records."""
