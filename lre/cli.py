@@ -48,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_to_files(message: str) -> None:
+    """``message`` into the log files only: the terminal gets it once, from ``main``."""
+    record = logging.getLogger("lre").makeRecord("lre", logging.ERROR, __file__, 0, message,
+                                                 None, None)
+    for handler in logging.root.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -68,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(getattr(module, f"cli_{args._name}")(args) or 0)
     except LreError as e:
-        logging.getLogger("lre").error("%s", e)
+        _log_to_files(f"lre {args._name}: error: {e}")
         print(f"lre {args._name}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

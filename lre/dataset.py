@@ -491,8 +491,9 @@ class TrainBatchSampler:
         batches: list[list[tuple[int, int, int]]] = []
         pool = self.batch_size * self.bucket_pool
         for p in range(0, len(requests), pool):
-            chunk = sorted(requests[p : p + pool], key=lambda r: -r[2])
-            cut = [chunk[b : b + self.batch_size] for b in range(0, len(chunk), self.batch_size)]
+            pool_requests = sorted(requests[p : p + pool], key=lambda r: -r[2])
+            cut = [pool_requests[b : b + self.batch_size]
+                   for b in range(0, len(pool_requests), self.batch_size)]
             if len(cut) > 1 and len(cut[-1]) == 1:
                 cut[-2].extend(cut.pop())  # a batch of one breaks batch statistics
             batches.extend(cut)

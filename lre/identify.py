@@ -2,8 +2,8 @@
 
     >>> from lre import Identifier
     >>> ident = Identifier.from_pretrained("exp/hgru")
-    >>> r = ident.identify("talk.flac", top_k=3, timeline=True)
-    >>> r.language, r.probability, r.top_k, r.segments[:2]
+    >>> r = ident.identify("talk.flac", timeline=True)
+    >>> r.language, r.probability, r.top_k(3), r.segments[:2]
 
 Any sample rate, channel count and length: audio is mixed to mono and resampled to the
 model's rate. Files longer than ``chunk_seconds`` (default 60 s) are read block by block
@@ -173,7 +173,6 @@ class Identifier:
         self,
         audio: str | os.PathLike | np.ndarray | Any,
         sample_rate: int | None = None,
-        top_k: int = 5,
         timeline: bool = False,
     ) -> ResultRecord:
         """Identify the language of a file (path or ``cmd |``) or an array of samples.
@@ -181,8 +180,6 @@ class Identifier:
         Args:
             audio: path, or samples ``(samples,)`` / ``(samples, channels)`` (numpy or torch).
             sample_rate: rate of an array (default: the model's); ignored for paths.
-            top_k: kept for callers that pass it; the record holds every posterior
-                (``record.top_k(k)``).
             timeline: also give per-segment language posteriors.
 
         Raises:
@@ -209,12 +206,12 @@ class Identifier:
                                         calibrated=calibrated)
 
     def identify_many(
-        self, sources: Sequence[str], top_k: int = 5, timeline: bool = False
+        self, sources: Sequence[str], timeline: bool = False
     ) -> Iterator[tuple[str, ResultRecord | LreError]]:
         """Identify each source in turn; a source that fails yields its error, not a raise."""
         for src in sources:
             try:
-                yield src, self.identify(src, top_k=top_k, timeline=timeline)
+                yield src, self.identify(src, timeline=timeline)
             except LreError as e:
                 yield src, e
             except Exception as e:  # one bad file must not stop the others
@@ -392,7 +389,7 @@ def identify_files(
     failed = len(errors)
     for src in sources:
         try:
-            res = ident.identify(src.spec, top_k=top_k, timeline=timeline)
+            res = ident.identify(src.spec, timeline=timeline)
         except Exception as e:  # report, keep going with the others
             if not isinstance(e, LreError):
                 logger.debug("%s", src.spec, exc_info=True)

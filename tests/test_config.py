@@ -144,3 +144,42 @@ def test_augment_settings_are_checked_too():
     with pytest.raises(LreError, match=r"unknown key 'augment.freq_mask' "
                                        r"\(did you mean 'augment.freq_masks'\?\)"):
         augment_features(x, torch.tensor([10]), {"freq_mask": 1})
+
+
+def test_feature_config_goes_through_the_same_checks(tmp_path, capsys):
+    """A model dir whose feats_config.json has a misspelt option: score and identify both
+    stop with the one-line did-you-mean of every other config."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from lre.cli import main
+    from lre.features import FeatureConfig
+
+    cfg = FeatureConfig().to_dict()
+    with pytest.raises(LreError, match=r"unknown key 'vad.vad_energy_treshold' \(did you "
+                                       r"mean 'vad.vad_energy_threshold'\?\)"):
+        FeatureConfig.from_dict({**cfg, "vad": {"vad_energy_treshold": 4.0}})
+    with pytest.raises(LreError, match=r"unknown key 'kidn' \(did you mean 'kind'\?\)"):
+        FeatureConfig.from_dict({**cfg, "kidn": "fbank"})
+    assert FeatureConfig.from_dict({**cfg, "vad": {"vad_energy_threshold": "4"}}).vad \
+        .vad_energy_threshold == 4.0
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "final.pt").write_bytes(b"")
+    (exp / "feats_config.json").write_text(json.dumps({**cfg, "cmvn": {"norm_var": True}}))
+    wav = tmp_path / "a.wav"
+    sf.write(wav, np.zeros(16000, np.float32), 16000)
+    for args in (["identify", "--model", str(exp), str(wav)],
+                 ["score", "--model-dir", str(exp), "--data", str(tmp_path), "--out",
+                  str(tmp_path / "out")]):
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert "unknown key 'cmvn.norm_var' (did you mean 'cmvn.norm_vars'?)" in err, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    log = tmp_path / "log" / "identify.log"
+    assert main(["--log-file", str(log), "identify", "--model", str(exp), str(wav)]) == 1
+    assert "did you mean 'cmvn.norm_vars'?" in log.read_text()
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

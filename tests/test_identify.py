@@ -63,7 +63,7 @@ def env(tmp_path_factory):
 
 def test_python_api(env):
     ident = lre.Identifier.from_pretrained(env["exp"])
-    r = ident.identify(env["en"], top_k=2, timeline=True)
+    r = ident.identify(env["en"], timeline=True)
     post = np.array(list(r.posteriors.values()))
     assert list(r.posteriors) == LANGS and abs(post.sum() - 1) < 1e-9
     assert r.language == LANGS[int(post.argmax())] and r.probability == post.max()

@@ -1080,9 +1080,9 @@ def split(path: PathLike, n: int) -> list[Path]:
     start = 0
     for i, part in enumerate(parts):
         size = base + (1 if i < extra else 0)
-        chunk = utts[start:start + size]
+        part_utts = utts[start:start + size]
         start += size
-        dd.subset(chunk, part).write()
+        dd.subset(part_utts, part).write()
         _copy_feats_config(d, part, dd)
     atomic_write_text(marker, " ".join(p.name for p in sources) + "\n")
     logger.info("%s: split %d utterances into %d parts", d, len(utts), n)

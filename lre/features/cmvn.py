@@ -76,11 +76,10 @@ def utterance_cmvn(feats: np.ndarray, norm_vars: bool = False) -> np.ndarray:
     Returns:
         ``(frames, dim)`` float32.
     """
-    x = np.asarray(feats, dtype=np.float64)
-    if len(x) == 0:
-        return x.astype(np.float32)
-    mean = x.mean(axis=0)
-    out = x - mean
+    out = np.array(feats, dtype=np.float64)  # a copy, normalised in place
+    if len(out) == 0:
+        return out.astype(np.float32)
+    out -= out.mean(axis=0)
     if norm_vars:
         var = np.maximum((out * out).mean(axis=0), VARIANCE_FLOOR)
         out /= np.sqrt(var)
@@ -138,17 +137,25 @@ def sliding_cmn(
     count = (end - start).astype(np.float64)[:, None]
     csum = np.zeros((num_frames + 1, x.shape[1]))
     np.cumsum(x, axis=0, out=csum[1:])
-    window_sum = csum[end] - csum[start]
-    out = x - window_sum / count
+    # In place where the arithmetic allows: a long recording holds several float64 copies.
+    window_mean = csum[end]
+    window_mean -= csum[start]
+    window_mean /= count
     if norm_vars:
-        csq = np.zeros_like(csum)
-        np.cumsum(x * x, axis=0, out=csq[1:])
-        window_sumsq = csq[end] - csq[start]
-        var = window_sumsq / count - (window_sum / count) ** 2
+        np.cumsum(x * x, axis=0, out=csum[1:])
+        var = csum[end]
+        var -= csum[start]
+        var /= count
+        var -= window_mean ** 2
+        out = x - window_mean
         out /= np.sqrt(np.maximum(var, VARIANCE_FLOOR))
         # Kaldi outputs zeros where the window is a single frame.
         out[count[:, 0] == 1] = 0.0
-    return out.astype(np.float32)
+        return out.astype(np.float32)
+    del csum
+    x = x.copy() if x is feats else x
+    x -= window_mean
+    return x.astype(np.float32)
 
 
 __all__ = [

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lre.config import merge, unknown_key_error
 from lre.features.cmvn import KALDI_CMVN_DEFAULTS, CmvnOptions
 from lre.features.kaldi import KALDI_DEFAULTS, KaldiOptions
 from lre.features.sdc import SdcOptions
@@ -180,21 +181,19 @@ class FeatureConfig:
         if d.get("format", CONFIG_FORMAT) != CONFIG_FORMAT:
             raise LreError(f"feature config has format {d.get('format')!r}, "
                            f"expected {CONFIG_FORMAT!r}")
-        known = {"format", "kind", "feat_dim", "sample_rate", "frame_shift", "frame_length",
-                 "kaldi", "sdc", "vad", "cmvn"}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise LreError(f"feature config has unknown keys: {', '.join(unknown)}")
+        known = ("format", "kind", "feat_dim", "sample_rate", "frame_shift", "frame_length",
+                 "kaldi", "sdc", "vad", "cmvn")
+        for key in d:
+            if key not in known:
+                raise unknown_key_error("feature config", key, known)
 
         def part(name: str, cls_: type, default: Any) -> Any:
             values = d.get(name)
             if values is None:
                 return default
-            names = {f.name for f in dataclasses.fields(cls_)}
-            bad = sorted(set(values) - names)
-            if bad:
-                raise LreError(f"feature config '{name}' has unknown options: {', '.join(bad)}")
-            return dataclasses.replace(default, **values)
+            merged = dataclasses.asdict(default)
+            merge(merged, values, "feature config", f"{name}.")
+            return cls_(**merged)
 
         kind = d.get("kind", "fbank")
         cfg = cls(

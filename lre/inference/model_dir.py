@@ -107,9 +107,9 @@ def load_trained_model(
     if not fc.is_file():
         raise LreError(f"{fc}: missing; the model dir must hold the feature config it was "
                        "trained with")
+    cfg = load_feats_config(fc)  # first: a small file whose errors are the user's to fix
     model, meta = load_model(ckpt, map_location="cpu")
     langs = list(meta["langs"])
-    cfg = load_feats_config(fc)
     if int(meta.get("feat_dim", cfg.feat_dim)) != cfg.feat_dim:
         raise LreError(f"{ckpt}: model expects feat_dim={meta['feat_dim']} but {fc} gives "
                        f"{cfg.feat_dim}")
