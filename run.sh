@@ -2,14 +2,22 @@
 # Spoken language recognition, end to end, in Kaldi-style stages:
 #
 #   stage 0  prepare   corpus -> data/<set>/{wav.scp,utt2lang,utt2spk,...}
+#                      (+ data/train_aug when train_augment_opts is set)
 #   stage 1  features  data/<set> -> feats.scp, vad.scp, utt2num_frames
 #   stage 2  train     data/train (+ data/dev) -> exp/<model>/{final.pt,best.pt,...}
-#   stage 3  score     exp/<model> + data/{dev,test} -> scores.tsv, llr.tsv, attention.jsonl
-#                      (calibration fitted on dev, applied to test)
-#   stage 4  evaluate  scores + utt2lang -> results.json, report.md, plots
+#   stage 3  score     exp/<model> + data/{dev,<test sets>} -> scores.tsv, llr.tsv,
+#                      attention.jsonl (calibration fitted on dev, applied to the test sets)
+#   stage 4  evaluate  scores + utt2lang -> results.json, report.md, plots of each test set,
+#                      then exp/<model>/{results.json,report.md}: the conditions table
 #
 # With no options it builds the embedded multilingual corpus (recipes/synth) and runs every
 # stage. Each stage skips work whose outputs are complete; --force redoes it.
+#
+# Test sets: test_sets (the recipe's conf.sh, or --test-sets "test test_noisy") lists the
+# test conditions; a listed set without a data dir is skipped. Training augmentation:
+# train_augment_opts (conf.sh or --train-augment-opts), options of lre augment, e.g.
+# "--speed 0.9,1.1 --noise white,babble --reverb"; when set, stage 0 writes
+# data/<train>_aug (originals kept unless --no-original) and stages 1-2 train on it.
 set -euo pipefail
 
 # ---- options: --name value or --name=value sets the variable name (dashes as underscores);
@@ -38,9 +46,13 @@ prepare_opts=         # extra options for recipes/<recipe>/prepare.sh
 feat_opts=            # extra options for features/make_feats.sh
 train_opts=           # extra options for lre train, e.g. "--set epochs=5"
 unknown_threshold=    # answer "unknown" below this posterior in stage 4
+test_sets=            # test conditions, e.g. "test test_noisy" (empty: the recipe's
+                      # test_sets, else its test_set)
+train_augment_opts=   # options of lre augment for the training set (empty: the recipe's,
+                      # else no augmentation)
 
 usage() {
-  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
   cat <<EOF
 
 Usage: $0 [options]       (--name value or --name=value)
@@ -67,6 +79,10 @@ Usage: $0 [options]       (--name value or --name=value)
   --feat-opts STR      extra options for features/make_feats.sh
   --train-opts STR     extra options for lre train
   --unknown-threshold P  open-set decision threshold for stage 4
+  --test-sets "A B"    test sets to score and evaluate (default: the recipe's test_sets,
+                       else "test"); missing ones are skipped
+  --train-augment-opts STR  lre augment options: train on data/<train>_aug (default:
+                       the recipe's train_augment_opts, else none)
   -h, --help           this help
 EOF
 }
@@ -84,6 +100,9 @@ done
 
 # Recipe settings: which sets, which feature configs. recipes/<recipe>/conf.sh sets only
 # those of its corpus that differ (and cpu_train_nproc, see --nproc).
+# test_sets and train_augment_opts are options too: given on the command line, they win.
+test_sets_option=$test_sets
+train_augment_opts_option=$train_augment_opts
 train_set=train
 dev_set=dev
 test_set=test
@@ -92,6 +111,8 @@ vad_conf=features/vad.conf
 cmvn_conf=features/cmvn.conf
 # shellcheck source=/dev/null
 [ -f "recipes/$recipe/conf.sh" ] && . "recipes/$recipe/conf.sh"
+test_sets=${test_sets_option:-${test_sets:-$test_set}}
+train_augment_opts=${train_augment_opts_option:-$train_augment_opts}
 # The training config: the one asked for, else the recipe's for this model, else none (the
 # model's built-in defaults, which stage 2 says it uses).
 if [ -n "$config" ]; then
@@ -140,7 +161,26 @@ EOF
 }
 # $force as an option for the python stages
 force_opt=(); $force && force_opt=(--force)
-sets="$train_set $dev_set $test_set"
+# The set trained on: the augmented copy of the training set when augmentation is asked for.
+train_data=$train_set
+[ -n "$train_augment_opts" ] && train_data=${train_set}_aug
+# present_tests: the listed test sets that have a data dir (each missing one said once).
+present_tests=()
+tests_checked=false
+check_test_sets() {
+  $tests_checked && return 0
+  tests_checked=true
+  local s
+  for s in $test_sets; do
+    if [[ " ${present_tests[*]} " == *" $s "* ]]; then
+      continue  # listed twice
+    elif [ -d "$data_dir/$s" ]; then
+      present_tests+=("$s")
+    else
+      log "test set $s: no $data_dir/$s; skipped"
+    fi
+  done
+}
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "stage 0: prepare data ($recipe) in $data_dir"
@@ -152,15 +192,34 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     # shellcheck disable=SC2086
     run_logged "$exp_dir/log/prepare.log" bash "recipes/$recipe/prepare.sh" \
       --nj "$nj" --seed "$seed" "${corpus_opt[@]}" $prepare_opts "$data_dir"
-    for s in $sets; do
+    check_test_sets
+    for s in "$train_set" "$dev_set" "${present_tests[@]}"; do
       run_logged "$exp_dir/log/validate_$s.log" lre validate "$data_dir/$s"
     done
     touch "$done_flag"
   fi
+  if [ -n "$train_augment_opts" ]; then
+    # The flag holds the options it was made with: other options make it again.
+    aug_flag=$data_dir/.augmented-$train_data
+    if [ -f "$aug_flag" ] && [ "$(cat "$aug_flag")" = "$train_augment_opts" ] && ! $force; then
+      log "stage 0: $data_dir/$train_data is made with these options; skipping (use --force)"
+    else
+      log "stage 0: augment $data_dir/$train_set -> $data_dir/$train_data ($train_augment_opts)"
+      rm -f "$aug_flag"
+      $force && rm -rf "${data_dir:?}/$train_data"
+      # shellcheck disable=SC2086
+      run_logged "$exp_dir/log/augment_$train_set.log" lre augment \
+        --in "$data_dir/$train_set" --out "$data_dir/$train_data" --nj "$nj" --seed "$seed" \
+        $train_augment_opts
+      run_logged "$exp_dir/log/validate_$train_data.log" lre validate "$data_dir/$train_data"
+      printf '%s\n' "$train_augment_opts" >"$aug_flag"
+    fi
+  fi
 fi
+check_test_sets
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  for s in $sets; do
+  for s in "$train_data" "$dev_set" "${present_tests[@]}"; do
     log "stage 1: features for $data_dir/$s"
     # make_feats.sh itself skips utterances whose features are complete.
     # shellcheck disable=SC2086
@@ -175,7 +234,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   if [ -n "$config" ]; then
     log "stage 2: train $model -> $model_dir with $config"
   else
-    size=$(builtin_model_size "$data_dir/$train_set" "$model" 2>/dev/null) || size=
+    size=$(builtin_model_size "$data_dir/$train_data" "$model" 2>/dev/null) || size=
     log "stage 2: train $model -> $model_dir with the built-in $model defaults${size:+ ($size)}:" \
       "there is no recipes/$recipe/conf/$model.yaml ($model_dir/config.yaml will hold" \
       "every setting used, a start for that file)"
@@ -183,7 +242,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   if [ -f "$model_dir/final.pt" ] && ! $force; then
     log "stage 2: $model_dir/final.pt exists; skipping (use --force to retrain)"
   else
-    train_args=(--train "$data_dir/$train_set" --dev "$data_dir/$dev_set" --exp "$model_dir"
+    train_args=(--train "$data_dir/$train_data" --dev "$data_dir/$dev_set" --exp "$model_dir"
                 --model "$model" --seed "$seed")
     [ -n "$config" ] && train_args+=(--config "$config")
     # An interrupted run continues from its last checkpoint; --force starts afresh.
@@ -218,9 +277,12 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  log "stage 3: score $dev_set, fit calibration, score $test_set"
-  if [ -f "$model_dir/$test_set/attention.jsonl" ] && ! $force; then
-    log "stage 3: $model_dir/$test_set/attention.jsonl exists; skipping (use --force)"
+  log "stage 3: score $dev_set, fit calibration, score ${present_tests[*]}"
+  # A new calibration changes every test set's scores: they are all scored again.
+  rescore=$force
+  if [ -f "$model_dir/calibration.json" ] && [ -f "$model_dir/$dev_set/attention.jsonl" ] && \
+     ! $force; then
+    log "stage 3: $model_dir/calibration.json exists; skipping $dev_set (use --force)"
   else
     rm -f "$model_dir/calibration.json"
     run_logged "$model_dir/log/score_$dev_set.log" lre score --model-dir "$model_dir" \
@@ -228,15 +290,43 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     run_logged "$model_dir/log/calibrate.log" lre calibrate \
       --scores "$model_dir/$dev_set/scores_raw.tsv" --data "$data_dir/$dev_set" \
       --out "$model_dir/calibration.json"
-    run_logged "$model_dir/log/score_$test_set.log" lre score --model-dir "$model_dir" \
-      --data "$data_dir/$test_set" --out "$model_dir/$test_set"
+    rescore=true
   fi
+  for s in "${present_tests[@]}"; do
+    if [ -f "$model_dir/$s/attention.jsonl" ] && ! $rescore; then
+      log "stage 3: $model_dir/$s/attention.jsonl exists; skipping (use --force)"
+      continue
+    fi
+    run_logged "$model_dir/log/score_$s.log" lre score --model-dir "$model_dir" \
+      --data "$data_dir/$s" --out "$model_dir/$s"
+  done
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  log "stage 4: evaluate $model_dir/$test_set"
-  eval_args=(--scores-dir "$model_dir/$test_set" --data "$data_dir/$test_set")
-  [ -n "$unknown_threshold" ] && eval_args+=(--unknown-threshold "$unknown_threshold")
-  run_logged "$model_dir/log/evaluate_$test_set.log" lre evaluate "${eval_args[@]}"
-  log "report: $model_dir/$test_set/report.md"
+  evaluated=()
+  for s in "${present_tests[@]}"; do
+    eval_args=(--scores-dir "$model_dir/$s" --data "$data_dir/$s")
+    [ -n "$unknown_threshold" ] && eval_args+=(--unknown-threshold "$unknown_threshold")
+    # The flag holds the arguments of the evaluation; new scores or arguments redo it.
+    eval_flag=$model_dir/$s/.evaluated
+    if [ -f "$eval_flag" ] && [ -f "$model_dir/$s/results.json" ] && \
+       [ "$eval_flag" -nt "$model_dir/$s/scores.tsv" ] && \
+       [ "$(cat "$eval_flag")" = "${eval_args[*]}" ] && ! $force; then
+      log "stage 4: $model_dir/$s/results.json is up to date; skipping (use --force)"
+    else
+      log "stage 4: evaluate $model_dir/$s"
+      rm -f "$eval_flag"
+      run_logged "$model_dir/log/evaluate_$s.log" lre evaluate "${eval_args[@]}"
+      printf '%s\n' "${eval_args[*]}" >"$eval_flag"
+      log "report: $model_dir/$s/report.md"
+    fi
+    evaluated+=("$model_dir/$s")
+  done
+  if [ ${#evaluated[@]} -gt 0 ]; then
+    log "stage 4: conditions table of ${present_tests[*]} -> $model_dir/report.md"
+    run_logged "$model_dir/log/evaluate_conditions.log" lre evaluate \
+      --conditions "${evaluated[@]}" --out "$model_dir"
+  else
+    log "stage 4: none of the test sets ($test_sets) has a data dir; nothing to evaluate"
+  fi
 fi

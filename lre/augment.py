@@ -17,7 +17,9 @@
                           an exponentially decaying noise tail with RT60 drawn from
                           ``--rt60``), aligned on the direct path and scaled to the input's
                           level
-``tel-<utt>``             telephone channel: 300-3400 Hz band-pass, 8 kHz, 8-bit mu-law,
+``tel-<utt>``             telephone channel: 8 kHz, 300-3400 Hz band-pass, a codec drawn
+                          per utterance from ``--tel-codecs`` (``mulaw``: 8-bit mu-law,
+                          the default; ``gsm``: GSM 06.10; ``opus``: Opus ~20 kbit/s),
                           back to the data rate
 ========================  ==================================================================
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -58,6 +61,10 @@ NOISE_TYPES = ("white", "pink", "babble", "musan", "musan-music", "musan-noise",
 AUDIO_SUFFIXES = (".wav", ".flac", ".sph", ".ogg")
 BABBLE_POOL = 64  # utterances loaded once to build babble from
 OPTIONS_FILE = ".augment_options.json"
+TEL_CODECS = ("mulaw", "gsm", "opus")
+TEL_CODEC_NAMES = {"mulaw": "mu-law-8bit", "gsm": "gsm-06.10", "opus": "opus-20kbps"}
+TEL_RATE = 8000
+OPUS_COMPRESSION = 0.95  # libsndfile's scale: 0 = highest bit rate, 1 = lowest (~6 kbit/s)
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ class AugmentOptions:
     rir_list: str | None = None
     rt60: tuple[float, float] = (0.2, 0.8)
     telephone: bool = False
+    tel_codecs: tuple[str, ...] = ("mulaw",)
     keep_original: bool = True
     seed: int = 0
     sample_rate: int = 16000
@@ -93,6 +101,7 @@ class AugmentOptions:
             raise LreError(f"--rt60: need 0.05 <= low <= high <= 3 seconds, got {lo:g}:{hi:g}")
         if self.rir_list and not self.reverb:
             raise LreError("--rir-list needs --reverb")
+        _check_codecs(self.tel_codecs)
         if not (self.speeds or self.noises or self.reverb or self.telephone):
             raise LreError("nothing to do: give --speed, --noise, --reverb or --telephone")
 
@@ -107,6 +116,20 @@ class AugmentOptions:
         if self.telephone:
             out.append("tel")
         return out
+
+
+def _check_codecs(codecs: tuple[str, ...]) -> None:
+    """Raise ``LreError`` for an unknown codec or one this libsndfile cannot write."""
+    if not codecs:
+        raise LreError("--tel-codecs: give at least one codec")
+    needs = {"gsm": ("WAV", "GSM610"), "opus": ("OGG", "OPUS")}
+    for codec in codecs:
+        if codec not in TEL_CODECS:
+            raise LreError(f"--tel-codecs: unknown codec '{codec}' (one of "
+                           f"{', '.join(TEL_CODECS)})")
+        if codec in needs and needs[codec][1] not in sf.available_subtypes(needs[codec][0]):
+            raise LreError(f"--tel-codecs {codec}: libsndfile {sf.__libsndfile_version__} "
+                           f"cannot write {needs[codec][0]} {needs[codec][1]}")
 
 
 def speed_prefix(factor: float) -> str:
@@ -208,25 +231,68 @@ def reverberate(wave: np.ndarray, rir: np.ndarray) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def telephone(wave: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Telephone channel: 300-3400 Hz band (two biquads each side), resampled to 8 kHz,
-    8-bit mu-law encoded and decoded, back to ``sample_rate``; same length as the input."""
+@functools.lru_cache(maxsize=1)
+def telephone_band_taps() -> np.ndarray:
+    """Linear-phase FIR band-pass at 8 kHz for the telephone band: flat (within 0.1 dB)
+    over 400-3300 Hz, at least 50 dB down below 300 Hz and above 3400 Hz. Shape (255,)."""
+    from scipy.signal import firwin
+
+    return firwin(255, [350.0, 3350.0], pass_zero=False, window=("kaiser", 5.0),
+                  fs=TEL_RATE)
+
+
+def _telephone_band(x: np.ndarray) -> np.ndarray:
+    """``x`` (n,) at 8 kHz through :func:`telephone_band_taps`, centred (no delay)."""
+    from scipy.signal import fftconvolve
+
+    return fftconvolve(x.astype(np.float64), telephone_band_taps(), mode="same")
+
+
+def _codec_round_trip(x: np.ndarray, codec: str) -> np.ndarray:
+    """Encode and decode ``x`` (n,) at 8 kHz in [-1, 1] with ``codec``; same length."""
+    import io
+
+    if codec == "mulaw":
+        import torch
+        import torchaudio.functional as AF
+
+        t = torch.from_numpy(np.clip(x, -1.0, 1.0).astype(np.float32))
+        return AF.mu_law_decoding(AF.mu_law_encoding(t, 256), 256).numpy()
+    buf = io.BytesIO()
+    if codec == "gsm":
+        sf.write(buf, x, TEL_RATE, format="WAV", subtype="GSM610")
+    else:
+        sf.write(buf, x, TEL_RATE, format="OGG", subtype="OPUS",
+                 compression_level=OPUS_COMPRESSION)
+    buf.seek(0)
+    y, _ = sf.read(buf, dtype="float32")
+    if y.ndim > 1:
+        y = y.mean(axis=1)
+    # GSM pads to whole 20 ms frames: cut back to the input's length.
+    return np.pad(y, (0, max(0, len(x) - len(y))))[: len(x)]
+
+
+def telephone(wave: np.ndarray, sample_rate: int, codec: str = "mulaw") -> np.ndarray:
+    """Telephone channel: resampled to 8 kHz, 300-3400 Hz band-pass, encoded and decoded
+    with ``codec`` (``mulaw``: 8-bit G.711 mu-law; ``gsm``: GSM 06.10 full rate; ``opus``:
+    Opus at about 20 kbit/s), band-passed again (the receiving side), back to
+    ``sample_rate``. ``wave`` (n,) -> (n,)."""
     import torch
     import torchaudio.functional as AF
 
+    if codec not in TEL_CODECS:
+        raise LreError(f"--tel-codecs: unknown codec '{codec}' (one of {', '.join(TEL_CODECS)})")
     x = torch.from_numpy(np.ascontiguousarray(wave, np.float32))
     peak = float(x.abs().max()) if len(x) else 0.0
     if peak > 0:
-        x = x * (0.9 / peak)  # mu-law covers [-1, 1]
-    for _ in range(2):
-        x = AF.highpass_biquad(x, sample_rate, 300.0)
-        x = AF.lowpass_biquad(x, sample_rate, 3400.0)
+        x = x * (0.9 / peak)  # the codecs cover [-1, 1]
     # A sharp resampler (torchaudio's "kaiser_best"): 8 kHz leaves nothing above 4 kHz.
     sharp = {"lowpass_filter_width": 64, "rolloff": 0.9475, "resampling_method":
              "sinc_interp_kaiser", "beta": 14.769656459379492}
-    x8 = AF.resample(x, sample_rate, 8000, **sharp) if sample_rate != 8000 else x
-    x8 = AF.mu_law_decoding(AF.mu_law_encoding(x8.clamp(-1.0, 1.0), 256), 256)
-    y = AF.resample(x8, 8000, sample_rate, **sharp) if sample_rate != 8000 else x8
+    x8 = AF.resample(x, sample_rate, TEL_RATE, **sharp) if sample_rate != TEL_RATE else x
+    x8 = _codec_round_trip(_telephone_band(x8.numpy()), codec)
+    y8 = torch.from_numpy(_telephone_band(x8).astype(np.float32))
+    y = AF.resample(y8, TEL_RATE, sample_rate, **sharp) if sample_rate != TEL_RATE else y8
     y = y.numpy().astype(np.float32)
     if peak > 0:
         y *= peak / 0.9
@@ -372,7 +438,9 @@ def perturb(
         rir, what = sources.rir(rng)
         return reverberate(wave, rir), f"reverb {what}"
     if kind == "tel":
-        return telephone(wave, sr), "telephone band=300-3400 rate=8000 codec=mu-law-8bit"
+        codec = opts.tel_codecs[int(rng.integers(len(opts.tel_codecs)))]
+        return (telephone(wave, sr, codec),
+                f"telephone band=300-3400 rate=8000 codec={TEL_CODEC_NAMES[codec]}")
     raise LreError(f"unknown augmentation '{kind}'")
 
 
@@ -663,6 +731,9 @@ def cli_augment_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rt60", default="0.2:0.8",
                         help="RT60 range in seconds of generated RIRs (default 0.2:0.8)")
     parser.add_argument("--telephone", action="store_true", help="add a telephone-band copy")
+    parser.add_argument("--tel-codecs", default="mulaw",
+                        help=f"codecs of the telephone copy, one drawn per utterance: "
+                             f"{','.join(TEL_CODECS)} (default mulaw)")
     parser.add_argument("--no-original", action="store_true",
                         help="leave the original utterances out of the output")
     parser.add_argument("--sample-rate", type=int, default=16000)
@@ -683,6 +754,7 @@ def cli_augment(args: argparse.Namespace) -> int:
         speeds=speeds, noises=tuple(noises), snr=_range(args.snr, "--snr"),
         musan=args.musan, reverb=args.reverb or bool(args.rir_list), rir_list=args.rir_list,
         rt60=_range(args.rt60, "--rt60"), telephone=args.telephone,
+        tel_codecs=tuple(_list(args.tel_codecs)),
         keep_original=not args.no_original, seed=args.seed, sample_rate=args.sample_rate,
     )
     augment_data_dir(args.src, args.out, opts, nj=args.nj)  # logs its report's summary
@@ -700,4 +772,5 @@ __all__ = [
     "read_rir_list",
     "reverberate",
     "telephone",
+    "telephone_band_taps",
 ]

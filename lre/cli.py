@@ -16,6 +16,10 @@ import sys
 from lre import __version__
 from lre.utils import LreError, setup_logging
 
+#: Commands whose terminal output is their answer: on the terminal they log warnings and
+#: errors only (``-v``: everything); a ``--log-file`` still gets their INFO lines.
+QUIET_COMMANDS = frozenset({"identify"})
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("lre.data.datadir", "check a Kaldi data dir and name every problem"),
@@ -74,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     getattr(module, f"cli_{known._name}_args")(sub.choices[known.command])
     args = parser.parse_args(argv)
     setup_logging(args.log_file, args.verbose)
+    if args._name in QUIET_COMMANDS and not args.verbose:
+        for handler in logging.root.handlers:
+            if not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.WARNING)
     try:
         return int(getattr(module, f"cli_{args._name}")(args) or 0)
     except LreError as e:

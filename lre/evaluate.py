@@ -8,9 +8,15 @@ the audio (attention plots). Writes beside the scores:
 - ``results.json``: every figure of :func:`lre.metrics.compute_metrics` for the whole set and
   per duration bucket, plus the list of utterances that were not scored. Rates and costs are
   fractions, Cllr in bits; a value that cannot be computed (or is infinite) is ``null``.
+  When the scores dir has ``scores_raw.tsv`` (the model's scores before calibration),
+  ``raw`` holds the main figures of those (:data:`RAW_FIGURES`).
 - ``report.md``: summary, per-language and confusion tables, open-set figures, the
   utterances that were not scored, and links to the plots.
 - ``confusion.png``, ``det.png`` and up to ``max_attention_plots`` ``attention_<utt>.png``.
+
+``lre evaluate --conditions exp/hgru/test exp/hgru/test_noisy ... [--out exp/hgru]`` combines
+evaluated sets into one conditions table (:func:`evaluate_conditions`): it reads each set's
+``results.json`` and writes ``results.json`` and ``report.md`` in ``--out``.
 
 An utterance of ``utt2lang`` missing from ``scores.tsv`` is an error in every decision-based
 figure (no language was answered) and carries no information in score-based ones (flat
@@ -25,7 +31,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +56,8 @@ PathLike = str | os.PathLike
 
 #: How many unscored utterances report.md lists by name (results.json lists all).
 MAX_LISTED_MISSING = 50
+#: The figures of the scores before calibration kept in results.json under ``raw``.
+RAW_FIGURES = ("accuracy", "Cavg", "minCavg", "EER", "Cllr", "Cllr_mc")
 
 
 # ----------------------------------------------------------------------------------------
@@ -146,6 +154,29 @@ def _duration_buckets(aligned: _Aligned, langs: list[str], utt2dur: Mapping[str,
     return buckets
 
 
+def _raw_figures(path: Path, aligned: _Aligned, langs: list[str]) -> dict[str, Any] | None:
+    """:data:`RAW_FIGURES` of the scores before calibration, aligned like the calibrated
+    ones; None (with a warning) when they do not cover the same utterances."""
+    raw_utts, raw_langs, raw = read_scores(path)
+    if sorted(raw_langs) != sorted(langs):
+        raise LreError(f"{path}: languages {' '.join(raw_langs)} differ from scores.tsv's "
+                       f"{' '.join(langs)}")
+    row = {u: i for i, u in enumerate(raw_utts)}
+    wanted = [u for u, s in zip(aligned.utts, aligned.scored, strict=True) if s]
+    lacking = [u for u in wanted if u not in row]
+    if lacking:
+        log.warning("%s: %d scored utterances have no row (e.g. %s); no raw figures",
+                    path, len(lacking), lacking[0])
+        return None
+    cols = [raw_langs.index(lang) for lang in langs]
+    logpost = aligned.logpost.copy()  # unscored rows stay flat
+    sel = np.flatnonzero(aligned.scored)
+    logpost[sel] = log_softmax(raw[[row[u] for u in wanted]][:, cols])
+    figures = compute_metrics(logpost, aligned.labels, langs, llr=llr_from_logpost(logpost),
+                              scored=aligned.scored)
+    return {"scores": str(path), **{key: figures[key] for key in RAW_FIGURES}}
+
+
 def evaluate(
     scores_dir: PathLike,
     data_dir: PathLike,
@@ -187,6 +218,10 @@ def evaluate(
                                    unknown_threshold=unknown_threshold, scored=aligned.scored))
     results["duration_buckets"] = {} if utt2dur is None else _duration_buckets(
         aligned, langs, utt2dur, unknown_threshold, durations_path)
+    raw_path = scores_dir / "scores_raw.tsv"
+    raw = _raw_figures(raw_path, aligned, langs) if raw_path.exists() else None
+    if raw is not None:
+        results["raw"] = raw
 
     sel = aligned.scored
     results["plots"] = _write_plots(
@@ -361,6 +396,32 @@ def _confusion_table(results: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: (column name, results.json key, scale, digits) of the figures that calibration changes,
+#: in the calibration section of report.md and the conditions table.
+_FIGURE_COLUMNS: list[tuple[str, str, float, int]] = [
+    ("accuracy (%)", "accuracy", 100.0, 2),
+    ("Cavg x100", "Cavg", 100.0, 2),
+    ("min-Cavg x100", "minCavg", 100.0, 2),
+    ("EER (%)", "EER", 100.0, 2),
+    ("Cllr (bits)", "Cllr", 1.0, 3),
+]
+
+
+def _calibration_section(results: Mapping[str, Any]) -> list[str]:
+    """Lines of report.md comparing the calibrated scores with the raw ones, if known."""
+    raw = results.get("raw")
+    if not raw:
+        return []
+    lines = ["## Calibration", "",
+             f"The same figures from the scores before calibration (`{raw['scores']}`).", "",
+             "| figure | calibrated | raw |", "|---|---:|---:|"]
+    for name, key, scale, digits in [*_FIGURE_COLUMNS,
+                                     ("Cllr multi-class (bits)", "Cllr_mc", 1.0, 3)]:
+        lines.append(f"| {name} | {_fmt(results.get(key), scale, digits)} "
+                     f"| {_fmt(raw.get(key), scale, digits)} |")
+    return [*lines, ""]
+
+
 def render_report(results: Mapping[str, Any]) -> str:
     """The Markdown report a person reads (plots are linked only when they were written)."""
     out = ["# Language recognition results", "",
@@ -381,6 +442,7 @@ def render_report(results: Mapping[str, Any]) -> str:
             "C_primary = their mean over P = 0.5 and 0.1; Cllr in bits (0 = perfect, "
             "1 = uninformative for pooled Cllr, log2(N) for multi-class).", "",
             summary_table(results)]
+    out += _calibration_section(results)
     plots = results.get("plots", {})
     links = []
     if plots.get("confusion"):
@@ -426,23 +488,164 @@ def render_report(results: Mapping[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------------
+# several evaluated sets: the conditions table
+# ----------------------------------------------------------------------------------------
+
+
+def _read_set_results(set_dir: Path) -> dict[str, Any]:
+    path = set_dir / "results.json"
+    if not path.is_file():
+        raise LreError(f"{path}: no such file (evaluate the set first: "
+                       f"lre evaluate --scores-dir {set_dir} --data DATA)")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LreError(f"{path}: not a readable results file: {e}") from e
+    lacking = [k for k in ("num_utts", *RAW_FIGURES[:-1], "per_language")
+               if k not in results]
+    if lacking:
+        raise LreError(f"{path}: no {', '.join(lacking)} (not written by lre evaluate?)")
+    return results
+
+
+def _condition_names(set_dirs: list[Path], out_dir: Path) -> list[str]:
+    """Each set's path relative to ``out_dir`` (``test``), else as given; unique."""
+    names = []
+    for d in set_dirs:
+        rel = os.path.relpath(d, out_dir)
+        names.append(str(d) if rel.startswith("..") else rel)
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise LreError(f"--conditions: {name} is given twice")
+        seen.add(name)
+    return names
+
+
+def _condition_entry(set_dir: Path, out_dir: Path, res: Mapping[str, Any]) -> dict[str, Any]:
+    """The figures of one set in the combined results.json (read, not recomputed)."""
+    entry: dict[str, Any] = {
+        "results": os.path.relpath(set_dir / "results.json", out_dir),
+        "report": os.path.relpath(set_dir / "report.md", out_dir),
+        "data": res.get("data"),
+        "num_utts": res["num_utts"],
+    }
+    entry.update({key: res.get(key) for key in RAW_FIGURES})
+    if res.get("raw"):
+        entry["raw"] = {key: res["raw"].get(key) for key in RAW_FIGURES}
+    return entry
+
+
+def conditions_out_dir(set_dirs: Sequence[PathLike]) -> Path:
+    """Where the conditions table goes by default: the folder holding the sets."""
+    parents = [os.path.dirname(os.path.normpath(d)) or "." for d in set_dirs]
+    try:
+        return Path(os.path.commonpath(parents))
+    except ValueError:  # relative and absolute paths mixed
+        return Path(os.path.commonpath([os.path.abspath(p) for p in parents]))
+
+
+def evaluate_conditions(set_dirs: Sequence[PathLike],
+                        out_dir: PathLike | None = None) -> dict[str, Any]:
+    """One table of the test conditions: the figures of each evaluated set side by side.
+
+    Each of ``set_dirs`` (``exp/hgru/test``, ``exp/hgru/test_noisy``, ...) holds the
+    ``results.json`` and ``report.md`` of ``lre evaluate``; their figures are read, not
+    recomputed. Writes ``results.json`` (per condition: utterances, accuracy, Cavg, min-Cavg,
+    EER, Cllr, and ``raw`` the same before calibration when the set has them) and
+    ``report.md`` (the conditions table, then each condition's per-language table) in
+    ``out_dir``, by default the folder holding the sets.
+
+    Returns the combined results (as written, after NaN -> null).
+    """
+    dirs = [Path(d) for d in set_dirs]
+    if not dirs:
+        raise LreError("--conditions: no evaluated sets given")
+    out = Path(out_dir) if out_dir is not None else conditions_out_dir(dirs)
+    names = _condition_names(dirs, out)
+    per_set = {name: _read_set_results(d) for name, d in zip(names, dirs, strict=True)}
+    combined = json_ready({"conditions": {
+        name: _condition_entry(d, out, per_set[name]) for name, d in zip(names, dirs, strict=True)
+    }})
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.json",
+                      json.dumps(combined, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out / "report.md", render_conditions_report(combined, per_set))
+    log.info("wrote %s and %s", out / "results.json", out / "report.md")
+    return combined
+
+
+def conditions_table(combined: Mapping[str, Any]) -> str:
+    """Markdown table, one row per condition; ``a / b`` cells: calibrated / raw scores."""
+    conditions = combined["conditions"]
+    any_raw = any(c.get("raw") for c in conditions.values())
+    suffix = " cal / raw" if any_raw else ""
+    lines = ["| condition | utts | " + " | ".join(name + suffix for name, *_ in _FIGURE_COLUMNS)
+             + " |", "|---|" + "---:|" * (len(_FIGURE_COLUMNS) + 1)]
+    for name, c in conditions.items():
+        cells = [_fmt(c["num_utts"], 1.0, 0)]
+        for _, key, scale, digits in _FIGURE_COLUMNS:
+            cell = _fmt(c.get(key), scale, digits)
+            if c.get("raw"):
+                cell += " / " + _fmt(c["raw"].get(key), scale, digits)
+            cells.append(cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_conditions_report(combined: Mapping[str, Any],
+                             per_set: Mapping[str, Mapping[str, Any]]) -> str:
+    """report.md of the conditions: their table, then each one's per-language table."""
+    out = ["# Language recognition results by test condition", "",
+           "Accuracy, EER in %; Cavg (Kaldi lre07 / OLR: P_target 0.5, C_miss = C_fa = 1) "
+           "times 100, from argmax decisions, and min-Cavg at the best single threshold; "
+           "EER and Cllr pooled over languages, Cllr in bits. Where a cell holds two "
+           "figures, the first is of the calibrated scores, the second of the raw ones.", "",
+           conditions_table(combined)]
+    for name, c in combined["conditions"].items():
+        res = per_set[name]
+        out += [f"## {name}", "",
+                f"{c['num_utts']} utterances of `{c['data']}`; full report: "
+                f"[{c['report']}]({c['report']}).", "",
+                _per_language_table(res)]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# ----------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------
 
 
 def cli_evaluate_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scores-dir", required=True,
+    parser.add_argument("--scores-dir",
                         help="dir with scores.tsv (and llr.tsv, attention.jsonl) from lre score")
-    parser.add_argument("--data", required=True, help="the scored data dir (utt2lang, utt2dur)")
+    parser.add_argument("--data", help="the scored data dir (utt2lang, utt2dur)")
     parser.add_argument("--unknown-threshold", type=float, default=None,
                         help="answer 'unknown' when the top posterior is below this; adds "
                              "open-set figures")
     parser.add_argument("--no-plots", action="store_true", help="write no plots")
     parser.add_argument("--attention-plots", type=int, default=3,
                         help="how many utterances' attention to plot (default 3)")
+    parser.add_argument("--conditions", nargs="+", metavar="DIR",
+                        help="instead: combine evaluated sets (dirs with results.json, e.g. "
+                             "exp/hgru/test exp/hgru/test_noisy) into one conditions table")
+    parser.add_argument("--out", default=None,
+                        help="with --conditions: where results.json and report.md go "
+                             "(default: the folder holding the sets)")
 
 
 def cli_evaluate(args: argparse.Namespace) -> int:
+    if args.conditions:
+        if args.scores_dir or args.data:
+            raise LreError("--conditions combines evaluated sets: give it without "
+                           "--scores-dir and --data")
+        combined = evaluate_conditions(args.conditions, args.out)
+        print(conditions_table(combined), end="")
+        out = Path(args.out) if args.out else conditions_out_dir(args.conditions)
+        print(f"report: {out / 'report.md'}")
+        return 0
+    if not args.scores_dir or not args.data:
+        raise LreError("give --scores-dir and --data (or --conditions DIR...)")
     results = evaluate(args.scores_dir, args.data, unknown_threshold=args.unknown_threshold,
                        plots=not args.no_plots, max_attention_plots=args.attention_plots)
     print(summary_table(results), end="")

@@ -15,7 +15,10 @@ another batch size and length (to 1e-4), else the export fails with the reason. 
 ``--out`` is not the model dir, ``feats_config.json`` (and ``calibration.json``) are copied
 beside them, so the output dir is enough for ``lre identify --backend onnx``.
 
-:class:`OnnxRunner` runs a ``model.onnx`` with onnxruntime for :mod:`lre.identify`.
+:class:`OnnxRunner` runs a ``model.onnx`` with onnxruntime for :mod:`lre.identify`. Loading
+and running an exported file needs neither torch nor the checkpoint: the languages and the
+feature dimension come from the file's metadata, and the checkpoint (when there is one) is
+only hashed to check that the file was exported from it.
 """
 
 from __future__ import annotations
@@ -35,8 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from lre.features.reader import FEATS_CONFIG
-from lre.inference.model_dir import CALIBRATION
+# Only modules that do not import torch: the ONNX path of ``lre identify`` runs without it.
 from lre.inference.runner import ChunkOutput, pad_batch, split_outputs
 from lre.utils import LreError, atomic_open
 
@@ -208,6 +210,8 @@ def export_model(
     """
     import torch
 
+    from lre.features.reader import FEATS_CONFIG
+    from lre.inference.model_dir import CALIBRATION
     from lre.models import load_model
 
     model_dir = Path(model_dir)
@@ -287,6 +291,9 @@ class OnnxRunner:
         except (KeyError, ValueError) as e:
             raise LreError("model.onnx: no language list in its metadata (not written by "
                            "lre export)") from e
+        dim = self.metadata.get("feat_dim")
+        #: Feature dimension the model takes (None when the metadata does not say).
+        self.feat_dim = int(dim) if dim and dim.isdigit() else None
 
     def run(self, feats: Sequence[np.ndarray], timeline: bool = False) -> list[ChunkOutput]:
         batch, lengths = pad_batch(feats)
@@ -301,10 +308,9 @@ def load_onnx_runner(
     """An :class:`OnnxRunner` for ``<exp_dir>/<checkpoint>``.
 
     Uses ``<exp_dir>/model.onnx`` when it was exported from that very checkpoint (or when
-    there is no checkpoint, only the exported file); otherwise exports in memory.
+    there is no checkpoint, only the exported file): then torch is not imported. Otherwise
+    exports in memory, which needs torch.
     """
-    from lre.models import load_model
-
     exp_dir = Path(exp_dir)
     onnx_path, ckpt = exp_dir / ONNX_NAME, exp_dir / checkpoint
     if onnx_path.is_file():
@@ -315,11 +321,13 @@ def load_onnx_runner(
                     "memory (run lre export to save it)", onnx_path, ckpt)
     elif not ckpt.is_file():
         raise LreError(f"{exp_dir}: neither {checkpoint} nor {ONNX_NAME}")
+    from lre.models import load_model
+
     model, meta = load_model(ckpt, map_location="cpu")
     model.eval()
     data = onnx_bytes(model, int(meta["feat_dim"]), {
-        "langs": json.dumps(list(meta["langs"])), "checkpoint": checkpoint,
-        "checkpoint_sha256": file_sha256(ckpt)})
+        "langs": json.dumps(list(meta["langs"])), "feat_dim": str(int(meta["feat_dim"])),
+        "checkpoint": checkpoint, "checkpoint_sha256": file_sha256(ckpt)})
     return OnnxRunner(data, num_threads)
 
 

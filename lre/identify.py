@@ -30,7 +30,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,13 +42,15 @@ from lre.data.audio_stream import (
     NotStreamable,
     array_to_mono,
 )
-from lre.features.pipeline import extract_blocks, postprocess
-from lre.features.reader import FEATS_CONFIG, load_feats_config
-from lre.inference.chunks import UtteranceResult, max_chunk_frames
-from lre.inference.model_dir import Calibrator, load_trained_model
 from lre.inference.records import ResultRecord, Segment
-from lre.inference.runner import ModelInput, ModelRunner, run_utterances
 from lre.utils import LreError
+
+# The feature pipeline (torch), the model dir and the inference core (scipy) are imported
+# where they are used: ``lre identify --help`` and argument errors answer at once.
+if TYPE_CHECKING:
+    from lre.inference.chunks import UtteranceResult
+    from lre.inference.model_dir import Calibrator
+    from lre.inference.runner import ModelInput, ModelRunner
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +114,9 @@ class Identifier:
             device: torch device (torch backend).
             num_threads: CPU threads of the onnxruntime session (onnx backend).
         """
+        from lre.features.reader import FEATS_CONFIG, load_feats_config
+        from lre.inference.model_dir import Calibrator, load_trained_model
+
         exp_dir = Path(exp_dir)
         if backend == "torch":
             tm = load_trained_model(exp_dir, checkpoint, device=device)
@@ -121,6 +126,10 @@ class Identifier:
 
             runner = load_onnx_runner(exp_dir, checkpoint, num_threads=num_threads)
             cfg = load_feats_config(exp_dir / FEATS_CONFIG)
+            if runner.feat_dim is not None and runner.feat_dim != cfg.feat_dim:
+                raise LreError(f"{exp_dir / 'model.onnx'}: model expects feat_dim="
+                               f"{runner.feat_dim} but {exp_dir / FEATS_CONFIG} gives "
+                               f"{cfg.feat_dim}")
             return cls(runner, runner.langs, cfg, Calibrator(exp_dir, runner.langs),
                        chunk_seconds)
         raise LreError(f"backend: unknown {backend!r} (choose torch or onnx)")
@@ -158,16 +167,49 @@ class Identifier:
 
     def model_input(self, stream: Any) -> ModelInput:
         """Stage 1's features of the whole stream (made block by block), then the feature
-        pipeline: exactly what ``lre score`` reads back from ``feats.scp``/``vad.scp``."""
+        pipeline: exactly what ``lre score`` reads back from ``feats.scp``/``vad.scp``.
+
+        A stream that ends before its header said is taken as far as it goes (the stream's
+        ``num_samples`` and ``duration`` then say how far)."""
+        from lre.features.pipeline import extract_blocks, postprocess
+        from lre.inference.runner import ModelInput
+
         cfg = self.feats_config
         if cfg.kaldi.num_frames(stream.num_samples) == 0:
             raise LreError(f"{stream.name}: too short for one feature frame")
         block = self.chunk_seconds or stream.num_samples / self.sample_rate + 1.0
-        feats, vad = extract_blocks(stream.read, stream.num_samples, cfg, block_seconds=block)
+        try:
+            feats, vad = extract_blocks(stream.read, stream.num_samples, cfg,
+                                        block_seconds=block)
+        except LreError as e:
+            if str(e).startswith(stream.name):
+                raise
+            raise LreError(f"{stream.name}: {e}") from e
+        if stream.ended_early and stream.duration < MIN_SECONDS:
+            raise LreError(f"{stream.name}: too short: {stream.duration:.3f} s of audio "
+                           f"decoded, its header says {stream.header_duration:.3f} s "
+                           f"(minimum {MIN_SECONDS:g} s)")
+        if len(feats) == 0:
+            raise LreError(f"{stream.name}: too short for one feature frame")
         if not vad.any():
             raise LreError(f"{stream.name}: no speech found (VAD kept no frame)")
         x, index = postprocess(feats, vad, cfg)
         return ModelInput(stream.name, x, index)
+
+    @staticmethod
+    def stream_warnings(stream: Any) -> list[str]:
+        """What the answer's record should say about its audio: a file that holds less than
+        its header says (truncated) was identified on the part that is there."""
+        if not stream.ended_early:
+            return []
+        said, held = stream.header_duration, stream.duration
+        if stream.length_is_estimate:
+            # MP3 without a Xing/Info frame: the header's length is only a guess.
+            logger.debug("%s: %.2f s decoded, the header estimated %.2f s", stream.name,
+                         held, said)
+            return []
+        return [f"truncated: the header says {said:.2f} s, the file holds {held:.2f} s "
+                "(identified on those)"]
 
     def identify(
         self,
@@ -185,6 +227,9 @@ class Identifier:
         Raises:
             LreError: unreadable audio, too short, or no speech found.
         """
+        from lre.inference.chunks import max_chunk_frames
+        from lre.inference.runner import run_utterances
+
         cfg = self.feats_config
         stream = self._open(audio, sample_rate, chunked=self.chunk_seconds is not None)
         try:
@@ -193,17 +238,18 @@ class Identifier:
                          else max_chunk_frames(self.chunk_seconds, cfg.frame_shift))
             [(_, res)] = run_utterances(self.runner, [item], cfg.frame_shift, cfg.frame_length,
                                         max_chunk, batch_size=1, timeline=timeline)
-            return self._record(stream.name, stream.duration, res)
+            return self._record(stream.name, stream.duration, res, self.stream_warnings(stream))
         finally:
             stream.close()
 
-    def _record(self, source: str, duration: float, res: UtteranceResult) -> ResultRecord:
+    def _record(self, source: str, duration: float, res: UtteranceResult,
+                warnings: Sequence[str] = ()) -> ResultRecord:
         log_post = res.log_posteriors
         calibrated = self.calibrator is not None and self.calibrator.active
         if calibrated:
             log_post = self.calibrator(log_post)[0]
         return ResultRecord.from_result(source, self.langs, log_post, res, duration=duration,
-                                        calibrated=calibrated)
+                                        calibrated=calibrated, warnings=warnings)
 
     def identify_many(
         self, sources: Sequence[str], timeline: bool = False
@@ -310,7 +356,8 @@ def format_result(name: str, r: ResultRecord, timeline: bool = False, top_k: int
     """The terminal block of one result."""
     duration = r.duration or 0.0
     lines = [f"{name}  {duration:.2f} s  ->  {r.language}  {r.probability:.3f}"
-             + ("" if r.calibrated else "  (uncalibrated)")]
+             + ("" if r.calibrated else "  (uncalibrated)")
+             + "".join(f"  warning: {w}" for w in r.warnings)]
     ranked = r.top_k(max(1, top_k))
     best = "  ".join(f"{lang} {p:.3f}" for lang, p in ranked)
     lines.append(f"  top-{len(ranked)}: {best}")
@@ -356,6 +403,9 @@ def cli_identify_args(parser: argparse.ArgumentParser) -> None:
                              "(constant memory); 0: whole files")
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads")
+    # SUPPRESS: given here or before the command, -v means the same (no default overrides).
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log progress to stderr (default: warnings and errors only)")
 
 
 def identify_files(

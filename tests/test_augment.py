@@ -233,3 +233,22 @@ def test_musan_noise_and_segmented_source(tmp_path, tone_wav):
     noisy, clean = load_utterance(dd, "noise-r1-b"), load_utterance(dd, "r1-b")
     snr = 10 * np.log10(np.mean(clean**2) / np.mean((noisy - clean) ** 2))
     assert 5 - 0.05 <= snr <= 20 + 0.05
+
+
+def test_telephone_codecs_are_drawn_and_part_of_the_options(src, tmp_path):
+    """mu-law stays the default; with several codecs each copy says which one it got, and
+    a re-run with other codecs makes the copies again instead of reusing them."""
+    out = tmp_path / "tel"
+    augment_data_dir(src, out, AugmentOptions(telephone=True, keep_original=False, seed=1))
+    aug = read_table(out / "utt2aug")
+    assert {d.rsplit("codec=", 1)[1] for d in aug.values()} == {"mu-law-8bit"}
+    opts = AugmentOptions(telephone=True, tel_codecs=("gsm", "opus"), keep_original=False,
+                          seed=1)
+    report = augment_data_dir(src, out, opts)
+    assert report.reused == 0
+    aug = read_table(out / "utt2aug")
+    assert {d.rsplit("codec=", 1)[1] for d in aug.values()} <= {"gsm-06.10", "opus-20kbps"}
+    for utt in GOOD:
+        tel = load_audio(str(out / "wav" / f"tel-{utt}.wav"), SR)
+        assert len(tel) == len(load_utterance(DataDir.load(src), utt, SR))
+    assert augment_data_dir(src, out, opts).reused == len(GOOD)

@@ -11,6 +11,7 @@ import pytest
 from lre import evaluate, metrics
 from lre.cli import main
 from lre.data.datadir import DataDir
+from lre.utils import LreError
 
 LANGS = ["en", "fi", "sv"]
 # The reference vector of the metric tests (labels and posteriors), as utterances u0..u7.
@@ -135,3 +136,78 @@ def test_evaluate_reads_attention_records_in_the_current_layout(scored_set):
     assert [a["utt"] for a in res["plots"]["attention"]] == ["u2", "u7"]
     for item in res["plots"]["attention"]:
         assert (scores_dir / item["file"]).stat().st_size > 5000
+
+
+def _hand_scored_set(root, name: str, post, raw_post=None):
+    """exp/<name>/ scored by hand for u0..u7 of LABELS (no audio: evaluated without plots)."""
+    utts = [f"u{i}" for i in range(len(LABELS))]
+    data = root / "data" / name
+    data.mkdir(parents=True)
+    (data / "utt2lang").write_text("".join(f"{u} {LANGS[k]}\n"
+                                           for u, k in zip(utts, LABELS, strict=True)))
+    scores_dir = root / "exp" / name
+    metrics.write_scores(scores_dir / "scores.tsv", utts, LANGS, np.log(np.array(post)))
+    if raw_post is not None:
+        metrics.write_scores(scores_dir / "scores_raw.tsv", utts, LANGS,
+                             np.log(np.array(raw_post)))
+    return scores_dir, data
+
+
+def test_conditions_table_combines_evaluated_sets(tmp_path, capsys):
+    # "test": the reference vector (4 of 8 right), before calibration always "en" (2 of 8);
+    # "test_noisy": every answer right, no raw scores.
+    post = np.array(POSTERIORS) + 0.01
+    always_en = [[.8, .1, .1]] * len(LABELS)
+    right = [[.8 if j == k else .1 for j in range(3)] for k in LABELS]
+    test, data_test = _hand_scored_set(tmp_path, "test", post, always_en)
+    noisy, data_noisy = _hand_scored_set(tmp_path, "test_noisy", right)
+    with pytest.raises(LreError, match=r"test/results.json: no such file"):
+        evaluate.evaluate_conditions([test, noisy])
+    res_test = evaluate.evaluate(test, data_test, plots=False)
+    res_noisy = evaluate.evaluate(noisy, data_noisy, plots=False)
+    assert res_test["accuracy"] == pytest.approx(0.5)
+    assert res_test["raw"]["accuracy"] == pytest.approx(0.25)
+    assert "raw" not in res_noisy
+    assert "## Calibration" in (test / "report.md").read_text()
+
+    rc = main(["evaluate", "--conditions", str(test), str(noisy)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    exp = tmp_path / "exp"
+    assert f"report: {exp / 'report.md'}" in out
+    combined = json.loads((exp / "results.json").read_text())
+    assert list(combined["conditions"]) == ["test", "test_noisy"]
+    entry = combined["conditions"]["test"]
+    saved = json.loads((test / "results.json").read_text())
+    assert entry["num_utts"] == saved["num_utts"] == 8
+    for key in ("accuracy", "Cavg", "minCavg", "EER", "Cllr"):
+        assert entry[key] == saved[key], key
+        assert entry["raw"][key] == saved["raw"][key], key
+    assert entry["report"] == "test/report.md"
+    assert "raw" not in combined["conditions"]["test_noisy"]
+
+    table = evaluate.conditions_table(combined)
+    assert table == out[:len(table)]
+    header, rule, row_test, row_noisy = table.splitlines()
+    assert header.startswith("| condition | utts | accuracy (%) cal / raw | Cavg x100 cal / raw")
+    assert row_test.startswith("| test | 8 | 50.00 / 25.00 | ")
+    assert row_test.count(" / ") == 5
+    assert row_noisy.startswith("| test_noisy | 8 | 100.00 | 0.00 | ")
+    assert row_noisy.count(" / ") == 0
+    md = (exp / "report.md").read_text()
+    assert md.index(row_test) < md.index("## test\n") < md.index("## test_noisy\n")
+    assert "[test/report.md](test/report.md)" in md
+    assert "[test_noisy/report.md](test_noisy/report.md)" in md
+    assert md.count("| language | utts |") == 2
+    assert "| fi | 4 | 100.00 | 100.00 |" in md  # test_noisy: fi always right
+
+    # elsewhere: the sets named by their paths; the same name twice is an error
+    rc = main(["evaluate", "--conditions", str(test), str(noisy), "--out",
+               str(tmp_path / "cmp")])
+    assert rc == 0
+    names = list(json.loads((tmp_path / "cmp" / "results.json").read_text())["conditions"])
+    assert names == [str(test), str(noisy)]
+    with pytest.raises(LreError, match="given twice"):
+        evaluate.evaluate_conditions([test, test])
+    assert main(["evaluate", "--conditions", str(test), "--data", str(data_test)]) == 1
+    assert main(["evaluate", "--data", str(data_test)]) == 1

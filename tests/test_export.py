@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from lre.export import OnnxRunner, file_sha256, load_torchscript
 from lre.features import FeatureConfig
 from lre.identify import Identifier
 from lre.models import build_model, load_model, save_model
+from lre.utils import LreError
 
 LANGS = ["de", "en", "fr", "it"]
 TINY = {"hidden1": 16, "hidden2": 16, "hidden3": 16, "attention": 8, "dense": 16}
@@ -113,3 +115,30 @@ def test_export_of_a_missing_checkpoint_fails_cleanly(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "final.pt" in err and "Traceback" not in err
     assert not list(Path(tmp_path).iterdir())
+
+
+def test_exported_model_loads_and_runs_without_torch(exported):
+    """With model.onnx from the same checkpoint, the model side of ``--backend onnx`` takes
+    the languages and feature dimension from the file's metadata: no torch, no checkpoint
+    loading (the checkpoint is only hashed)."""
+    code = (
+        "import sys\nimport numpy as np\nfrom lre.export import load_onnx_runner\n"
+        f"r = load_onnx_runner({str(exported['exp'])!r})\n"
+        "[out] = r.run([np.zeros((300, r.feat_dim), np.float32)])\n"
+        "print(r.langs, r.feat_dim, out.logits.shape, 'torch' in sys.modules)\n")
+    shutil.copy(exported["out"] / "model.onnx", exported["exp"] / "model.onnx")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True).stdout
+    finally:
+        (exported["exp"] / "model.onnx").unlink()
+    assert out.split() == ["['de',", "'en',", "'fr',", "'it']", "40", "(4,)", "False"]
+
+
+def test_onnx_model_of_other_features_is_refused(exported, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(exported["out"], out)
+    cfg = FeatureConfig.default("fbank80")
+    (out / "feats_config.json").write_text(json.dumps(cfg.to_dict()))
+    with pytest.raises(LreError, match=f"model expects feat_dim=40 but .* gives {cfg.feat_dim}"):
+        Identifier.from_pretrained(out, backend="onnx")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -235,3 +237,174 @@ def test_cli_reports_bad_files_and_answers_the_others(env, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert rc == 0 and "lre identify:" not in err
     assert "top-3:" in out and "attention |" in out and str(env["en"]) in out
+
+
+# ----------------------------------------------------------------------------------------
+# files that hold fewer samples than their header says
+# ----------------------------------------------------------------------------------------
+
+
+def _mp3_frame_bytes(header: bytes) -> int:
+    """Bytes of an MPEG audio Layer III frame, from its 4-byte header."""
+    h = int.from_bytes(header, "big")
+    version, bitrate, rate, padding = (h >> 19) & 3, (h >> 12) & 15, (h >> 10) & 3, (h >> 9) & 1
+    mpeg1 = version == 3
+    kbps = ([0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320] if mpeg1
+            else [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160])[bitrate]
+    hz = {3: [44100, 48000, 32000], 2: [22050, 24000, 16000], 0: [11025, 12000, 8000]}[version]
+    return (144 if mpeg1 else 72) * kbps * 1000 // hz[rate] + padding
+
+
+def write_mp3(audio: np.ndarray, sr: int, path: Path) -> Path:
+    """An MP3 from soundfile (libsndfile >= 1.1), else sox or ffmpeg, else skip."""
+    wav = path.with_suffix(".src.wav")
+    sf.write(wav, audio, sr, subtype="PCM_16")
+    if "MP3" in sf.available_formats():
+        sf.write(path, audio, sr, format="MP3")
+    elif shutil.which("sox"):
+        subprocess.run(["sox", str(wav), str(path)], check=True, capture_output=True)
+    elif shutil.which("ffmpeg"):
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), str(path)],
+                       check=True, capture_output=True)
+    else:
+        pytest.skip("no MP3 encoder (libsndfile < 1.1, no sox, no ffmpeg)")
+    return path
+
+
+def without_info_frame(mp3: Path, out: Path) -> Path:
+    """The MP3 without its Xing/Info frame (still a valid stream, as many encoders write
+    it): its length is then estimated from the bit rate, here far above the real one."""
+    data = mp3.read_bytes()
+    if data[:3] == b"ID3":  # skip an ID3v2 tag
+        data = data[10 + int.from_bytes(bytes(b & 0x7F for b in data[6:10]), "big"):]
+    size = _mp3_frame_bytes(data[:4])
+    if b"Xing" not in data[:size] and b"Info" not in data[:size]:
+        pytest.skip("the encoder wrote no Xing/Info frame")
+    out.write_bytes(data[size:])
+    return out
+
+
+@pytest.fixture(scope="module")
+def mp3s(env):
+    """22.05 kHz MP3s whose header promises more samples than the decoder returns."""
+    tmp = env["tmp"]
+    speech, sr = sf.read(env["en"], dtype="float32")
+    full = write_mp3(np.resize(speech, int(5.3 * sr)), sr, tmp / "full.mp3")
+    no_info = without_info_frame(full, tmp / "no_info.mp3")
+    cut = tmp / "cut.mp3"  # a Xing frame counting all, 70% of the stream there
+    cut.write_bytes(full.read_bytes()[: int(0.7 * full.stat().st_size)])
+    return {"no_info": no_info, "cut": cut}
+
+
+@pytest.mark.parametrize("which", ["no_info", "cut"])
+@pytest.mark.parametrize("chunk_seconds", [60, 2])
+def test_mp3_shorter_than_its_header_is_identified_on_its_samples(env, mp3s, which,
+                                                                  chunk_seconds):
+    path = mp3s[which]
+    decoded, sr = sf.read(path, dtype="float32")
+    assert sr == 22050 and sf.info(path).frames > len(decoded) > sr
+    r = Identifier.from_pretrained(env["exp"], chunk_seconds=chunk_seconds).identify(
+        path, timeline=True)
+    assert r.duration == pytest.approx(len(decoded) / sr, abs=1e-9)
+    assert r.warnings == []  # an MP3's stated length is an estimate, not a promise
+    # The same as on the samples stage 1 (and so lre score) decodes: load_audio, whole.
+    whole = Identifier.from_pretrained(env["exp"], chunk_seconds=chunk_seconds).identify(
+        load_audio(str(path), SR), sample_rate=SR, timeline=True)
+    assert r.chunks == whole.chunks
+    np.testing.assert_allclose(list(r.posteriors.values()), list(whole.posteriors.values()),
+                               atol=1e-5)
+    assert [s.start for s in r.segments] == [s.start for s in whole.segments]
+    assert r.segments[-1].end <= r.duration + 0.03
+
+
+@pytest.mark.parametrize("snip_edges", [True, False])
+@pytest.mark.parametrize("real", [3 * SR + 90, 3 * SR + 250, 6 * SR - 50, 7 * SR + 1])
+def test_blocks_stop_where_the_samples_do(env, snip_edges, real):
+    """A recording said to be longer than it is: the blocks end with its samples, and the
+    features and VAD are those of the samples there, whichever block the end falls in."""
+    cfg = FeatureConfig(kaldi=KaldiOptions(num_mel_bins=40, dither=0.0,
+                                           snip_edges=snip_edges))
+    audio = env["long_audio"][:real]
+    calls = []
+
+    def read(a: int, b: int) -> np.ndarray:
+        calls.append((a, b))
+        return audio[a:b]
+
+    feats, vad = extract_blocks(read, real + 5 * SR, cfg, block_seconds=3.0)
+    ref, vad_ref = extract(audio, cfg)
+    assert feats.shape == ref.shape
+    np.testing.assert_allclose(feats, ref, atol=2e-4)
+    np.testing.assert_array_equal(vad, vad_ref)
+    assert all(a < real for a, _ in calls)  # no read past the end once it is known
+
+
+def test_truncated_wav_is_identified_with_a_warning(env, tmp_path, capsys):
+    """A WAV whose header promises 5.5 s but holds 0.5 s: the 0.5 s are identified, and
+    the terminal line and the JSON record say the file is truncated."""
+    speech = load_audio(str(env["en"]), SR)
+    wav = tmp_path / "cut.wav"
+    sf.write(wav, np.resize(speech, int(5.5 * SR)), SR, subtype="PCM_16")
+    data = wav.read_bytes()
+    assert data[36:40] == b"data"
+    wav.write_bytes(data[: 44 + int(0.5 * SR) * 2])
+    ident = Identifier.from_pretrained(env["exp"])
+    r = ident.identify(wav)
+    assert r.duration == pytest.approx(0.5)
+    assert len(r.warnings) == 1 and "5.50 s" in r.warnings[0] and "0.50 s" in r.warnings[0]
+    head = ident.identify(speech[: SR // 2])
+    assert r.posteriors == pytest.approx(head.posteriors, abs=1e-6) and head.warnings == []
+
+    assert main(["identify", "--model", str(env["exp"]), str(wav), str(env["en"])]) == 0
+    out = capsys.readouterr().out.splitlines()
+    first = [line for line in out if line.startswith(str(wav))]
+    assert len(first) == 1 and "0.50 s" in first[0] and "warning: truncated" in first[0]
+    assert not any("warning" in line for line in out if line.startswith(str(env["en"])))
+    assert main(["identify", "--model", str(env["exp"]), str(wav), str(env["en"]),
+                 "--json"]) == 0
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert recs[0]["warnings"] == r.warnings and "warnings" not in recs[1]
+
+
+# ----------------------------------------------------------------------------------------
+# a quiet terminal, a fast start
+# ----------------------------------------------------------------------------------------
+
+
+def test_identify_logs_only_warnings_unless_verbose(env, tmp_path, capsys):
+    """The terminal gets the answers; INFO lines (the calibration file, the failed-input
+    summary) only with -v; other commands keep logging INFO."""
+    from lre.calibration import save_calibration
+
+    exp = tmp_path / "exp"
+    shutil.copytree(env["exp"], exp)
+    save_calibration(exp / "calibration.json", {
+        "format": "lre-calibration-1", "method": "affine", "langs": LANGS,
+        "score_floor": -50.0, "alpha": 1.5, "beta": [0.0] * len(LANGS)})
+    args = ["identify", "--model", str(exp), str(env["en"]), str(tmp_path / "gone.wav")]
+    assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert str(env["en"]) in out and "(uncalibrated)" not in out
+    assert err.splitlines() == [f"lre identify: {tmp_path / 'gone.wav'}: no such file or "
+                                "directory"]
+    for verbose in (["-v", *args], [*args, "-v"]):
+        assert main(verbose) == 1
+        err = capsys.readouterr().err
+        assert "calibration:" in err and "1 of 2 inputs failed" in err
+    log = tmp_path / "identify.log"
+    assert main(["--log-file", str(log), *args]) == 1
+    assert "calibration:" not in capsys.readouterr().err and "calibration:" in log.read_text()
+    from lre.data.datadir import DataDir
+
+    DataDir(tmp_path / "data", wav_scp={"u1": str(env["en"])}, utt2lang={"u1": "en"},
+            utt2spk={"u1": "s1"}).write()
+    assert main(["combine", str(tmp_path / "both"), str(tmp_path / "data")]) == 0
+    assert "INFO" in capsys.readouterr().err and logging.getLogger().level == logging.INFO
+
+
+def test_identify_help_does_not_import_torch():
+    code = ("import sys\nfrom lre.cli import main\ntry:\n    main(['identify', '--help'])\n"
+            "except SystemExit:\n    pass\nprint('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "--backend" in out and out.splitlines()[-1] == "False"

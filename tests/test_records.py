@@ -118,6 +118,20 @@ def test_from_result_without_timeline_and_with_unknown():
     assert d["decision"] == "unknown" and d["probability"] == 0.4
 
 
+def test_warnings_are_written_only_when_there_are_some_and_read_back():
+    rec = ResultRecord.from_result("cut.wav", LANGS, np.log([0.4, 0.35, 0.25]), fake_result(),
+                                   duration=0.5, warnings=["truncated: header says 5.50 s"])
+    d = rec.to_dict()
+    assert list(d)[-1] == "warnings" and d["warnings"] == ["truncated: header says 5.50 s"]
+    back = ResultRecord.from_dict(json.loads(json.dumps(d)))
+    assert back.warnings == rec.warnings and back.to_dict() == d
+    plain = ResultRecord.from_result("a.wav", LANGS, np.log([0.4, 0.35, 0.25]), fake_result())
+    assert plain.warnings == [] and "warnings" not in plain.to_dict()
+    assert ResultRecord.from_dict(plain.to_dict()).warnings == []
+    with pytest.raises(LreError, match="record 'cut.wav': 'warnings' is not a list of strings"):
+        ResultRecord.from_dict({**d, "warnings": "truncated"})
+
+
 def test_from_result_checks_shapes():
     with pytest.raises(LreError, match="u1: 2 posteriors for 3 languages"):
         ResultRecord.from_result("u1", LANGS, np.log([0.5, 0.5]), fake_result())

@@ -75,6 +75,13 @@ def test_run_sh_all_stages_then_rerun_skips(tmp_path: Path) -> None:
     assert "report.md" in proc.stdout + proc.stderr
 
     assert_golden(exp)
+    # the conditions table over the test sets, from each set's results.json
+    combined = json.loads((exp / "results.json").read_text())
+    assert list(combined["conditions"])[0] == "test"
+    assert combined["conditions"]["test"]["accuracy"] == results["accuracy"]
+    assert combined["conditions"]["test"]["raw"]["Cllr"] == results["raw"]["Cllr"]
+    assert "| condition | utts |" in proc.stdout and "\n| test | 6 |" in proc.stdout
+    assert "(test/report.md)" in (exp / "report.md").read_text()
 
     # A second run finds every stage done and redoes nothing.
     before = (exp / "final.pt").stat().st_mtime_ns
@@ -142,3 +149,100 @@ def assert_golden(exp: Path) -> None:
         _numbers_close(a[2], b[2], f"{a[0]} posteriors")
         np.testing.assert_allclose(np.array(a[3]), np.array(b[3]), atol=GOLDEN_TOL + 1e-9,
                                    err_msg=f"{a[0]} segments")
+
+
+def run_sh_plain(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """run.sh on tmp_path/{data,exp} with only the options given."""
+    env = dict(os.environ, LRE_SKIP_APT="1", PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        ["bash", str(ROOT / "run.sh"), "--data-dir", str(tmp_path / "data"),
+         "--exp-dir", str(tmp_path / "exp"), *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def _scored_by_hand(tmp_path: Path, name: str, right: int) -> None:
+    """data/<name> of 4 utterances (en, fi, en, fi) and exp/hgru/<name> scored as if by stage
+    3, the first ``right`` of them answered right."""
+    from lre.metrics import write_scores
+
+    langs, labels = ["en", "fi"], [0, 1, 0, 1]
+    data = tmp_path / "data" / name
+    data.mkdir(parents=True)
+    (data / "utt2lang").write_text("".join(f"u{i} {langs[k]}\n" for i, k in enumerate(labels)))
+    post = np.array([[.9, .1] if (k == 0) == (i < right) else [.1, .9]
+                     for i, k in enumerate(labels)])
+    scores = tmp_path / "exp" / "hgru" / name
+    write_scores(scores / "scores.tsv", [f"u{i}" for i in range(4)], langs, np.log(post))
+    (scores / "attention.jsonl").write_text("")
+
+
+def test_run_sh_evaluates_every_test_set_and_skips_missing_ones(tmp_path: Path) -> None:
+    """Stages 3-4 over hand-made scores: the dev scores and calibration exist, so stage 3
+    skips; stage 4 evaluates each present test set and writes the conditions table."""
+    for name, right in (("test", 4), ("test_noisy", 2)):
+        _scored_by_hand(tmp_path, name, right)
+    exp = tmp_path / "exp" / "hgru"
+    (exp / "dev").mkdir()
+    (exp / "dev" / "attention.jsonl").write_text("")
+    (exp / "calibration.json").write_text("{}")
+    args = ("--stage", "3", "--stop-stage", "4", "--test-sets", "test test_human test_noisy test")
+    proc = run_sh_plain(tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    missing = f"test set test_human: no {tmp_path / 'data' / 'test_human'}; skipped"
+    assert proc.stderr.count(missing) == 1, proc.stderr
+    assert "calibration.json exists; skipping dev" in proc.stderr
+    for name in ("test", "test_noisy"):
+        assert f"{exp / name / 'attention.jsonl'} exists; skipping" in proc.stderr
+        assert (exp / name / "results.json").exists() and (exp / name / "report.md").exists()
+    combined = json.loads((exp / "results.json").read_text())
+    assert list(combined["conditions"]) == ["test", "test_noisy"]
+    assert combined["conditions"]["test_noisy"]["accuracy"] == 0.5
+    table = proc.stdout[proc.stdout.index("| condition |"):]
+    assert "| test | 4 | 100.00 |" in table and "| test_noisy | 4 | 50.00 |" in table
+    assert "[test_noisy/report.md](test_noisy/report.md)" in (exp / "report.md").read_text()
+
+    # Again: every set is evaluated already; the table is printed all the same.
+    before = (exp / "test" / "results.json").stat().st_mtime_ns
+    again = run_sh_plain(tmp_path, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("results.json is up to date; skipping") == 2
+    assert (exp / "test" / "results.json").stat().st_mtime_ns == before
+    assert "| test_noisy | 4 | 50.00 |" in again.stdout
+    # New scores are evaluated again.
+    (exp / "test_noisy" / "scores.tsv").touch()
+    again = run_sh_plain(tmp_path, *args)
+    assert again.stderr.count("results.json is up to date; skipping") == 1
+
+
+def test_run_sh_trains_on_the_augmented_training_set(tmp_path: Path, tone_wav) -> None:
+    """train_augment_opts: stage 0 writes data/train_aug (originals kept), once."""
+    corpus = tmp_path / "corpus"
+    for name in ("train", "dev", "test"):
+        utts = [f"{lang}-s{i}-{name}" for lang in ("en", "fi") for i in range(2)]
+        d = corpus / name
+        d.mkdir(parents=True)
+        (d / "wav.scp").write_text("".join(
+            f"{u} {tone_wav(tmp_path / 'wav' / f'{u}.wav', 1.0, freq=300 + 50 * k)}\n"
+            for k, u in enumerate(utts)))
+        (d / "utt2lang").write_text("".join(f"{u} {u[:2]}\n" for u in utts))
+        (d / "utt2spk").write_text("".join(f"{u} {u[:5]}\n" for u in utts))
+    args = ("--recipe", "kaldi", "--corpus", str(corpus), "--stage", "0", "--stop-stage", "0",
+            "--nj", "1", "--train-augment-opts", "--speed 0.9", "--test-sets", "test test_tel")
+    proc = run_sh_plain(tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"test set test_tel: no {tmp_path / 'data' / 'test_tel'}; skipped" in proc.stderr
+    aug = tmp_path / "data" / "train_aug"
+    utts = sorted(line.split()[0] for line in (aug / "utt2lang").read_text().splitlines())
+    train = sorted(line.split()[0] for line in
+                   (tmp_path / "data" / "train" / "utt2lang").read_text().splitlines())
+    assert utts == sorted(train + [f"sp0.9-{u}" for u in train])
+    again = run_sh_plain(tmp_path, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "train_aug is made with these options; skipping" in again.stderr
+    # stage 1 makes the features of the set trained on
+    feats = run_sh_plain(tmp_path, *args[:4], "--stage", "1", "--stop-stage", "1", "--nj", "1",
+                         "--train-augment-opts", "--speed 0.9")
+    assert feats.returncode == 0, feats.stderr[-3000:]
+    assert (aug / "feats.scp").stat().st_size > 0
+    assert not (tmp_path / "data" / "train" / "feats.scp").exists()

@@ -206,3 +206,21 @@ def test_po_parser_and_phrase_filter(tmp_path):
     assert clean_phrase("Suodatin:") is None
     assert clean_phrase("Lisää uusi merkintä:") == "Lisää uusi merkintä"
     assert clean_phrase("Связь \"один к одному\"") == "Связь один к одному"
+
+
+def test_default_counts_give_30_dev_and_test_utterances_per_language():
+    import argparse
+    import inspect
+
+    assert synth.DEFAULT_COUNTS == {"train": 160, "dev": 30, "test": 30}
+    params = inspect.signature(synth.prepare_synth).parameters
+    assert params["dev_per_lang"].default == params["test_per_lang"].default == 30
+    parser = argparse.ArgumentParser()
+    synth.add_arguments(parser)
+    args = parser.parse_args(["--out", "x"])
+    assert args.dev_per_lang == args.test_per_lang == 30
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "synth"
+    for name in ("prepare.sh", "README.md"):
+        text = (recipe / name).read_text(encoding="utf-8")
+        assert "12 dev" not in text and "(default 12)" not in text
+    assert "160 train / 30 dev / 30 test" in (recipe / "README.md").read_text(encoding="utf-8")

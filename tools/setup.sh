@@ -15,16 +15,20 @@ python=${PYTHON:-python3}
 say() { echo "[setup] $*" >&2; }
 
 # --- Debian packages -------------------------------------------------------------------
+# espeak-ng speaks the embedded corpus; ktuberling-data holds the real human speech of its
+# test_human set (recipes/synth skips that set without it).
 need_deb=()
 command -v espeak-ng >/dev/null 2>&1 || need_deb+=(espeak-ng)
+[ -d /usr/share/ktuberling/sounds ] || need_deb+=(ktuberling-data)
 if [ ${#need_deb[@]} -gt 0 ] && [ -z "${LRE_SKIP_APT:-}" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing Debian packages: ${need_deb[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2 || say "apt-get update failed (no network?); trying the install anyway"
     if ! apt-get install -y -qq "${need_deb[@]}" >&2; then
-      say "could not install ${need_deb[*]}: the embedded corpus (recipes/synth) needs espeak-ng."
-      say "install it by hand (apt-get install espeak-ng) and re-run."
+      say "could not install ${need_deb[*]}: the embedded corpus (recipes/synth) needs espeak-ng"
+      say "(and ktuberling-data for its test_human set); install them by hand"
+      say "(apt-get install ${need_deb[*]}) and re-run."
     fi
   elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
     say "installing Debian packages with sudo: ${need_deb[*]}"
@@ -33,7 +37,8 @@ if [ ${#need_deb[@]} -gt 0 ] && [ -z "${LRE_SKIP_APT:-}" ]; then
   else
     say "missing ${need_deb[*]} and not root: ask an administrator for"
     say "  apt-get install ${need_deb[*]}"
-    say "(needed by the embedded corpus recipes/synth; real corpora do not need it)"
+    say "(needed by the embedded corpus recipes/synth: espeak-ng for its voices, ktuberling-data"
+    say "for its real human test set; real corpora need neither)"
   fi
 fi
 

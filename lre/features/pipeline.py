@@ -54,29 +54,44 @@ def extract_blocks(
 
     Args:
         read: ``read(start, stop)`` gives samples ``[start, stop)`` of the recording at
-            ``config.sample_rate`` (called with increasing ranges).
-        num_samples: length of the recording.
+            ``config.sample_rate`` (called with increasing ranges), or fewer where the
+            recording ends before ``stop``.
+        num_samples: length of the recording as far as known (e.g. from a file header);
+            a read that comes back short shows the real length, and the recording ends there.
         block_seconds: audio per block; only one block is held at a time.
 
     Returns:
-        What :func:`extract` gives on the whole recording at once: every block is cut on
-        whole frames of the whole recording's framing, and VAD (whose threshold depends
-        on the mean energy) and the shifted deltas run on the joined frames. With dither
-        the noise differs from a single call (each block draws its own).
+        What :func:`extract` gives on the samples that are there, all at once: every block is
+        cut on whole frames of the whole recording's framing, and VAD (whose threshold
+        depends on the mean energy) and the shifted deltas run on the joined frames. With
+        dither the noise differs from a single call (each block draws its own).
     """
     kaldi = config.kaldi
     total = kaldi.num_frames(num_samples)
     block = max(1, round(block_seconds / config.frame_shift))
     feats, energy = [], []
-    for i, first in enumerate(range(0, total, block)):
+    first = 0
+    while first < total:
         end = min(first + block, total)
         start, stop, skip = kaldi.samples_of_frames(first, end, total, num_samples)
-        f, e = extract_with_energy(read(start, stop), config, seed + i, sdc=False)
+        wave = read(start, stop)
+        if len(wave) < stop - start:
+            # The recording ends early: frame it again on the length it really has. A block
+            # starts where its first frame alone says, so only its end can move.
+            num_samples = start + len(wave)
+            total = kaldi.num_frames(num_samples)
+            end = min(end, total)
+            if end <= first:
+                break
+            start, stop, skip = kaldi.samples_of_frames(first, end, total, num_samples)
+            wave = wave[: stop - start]
+        f, e = extract_with_energy(wave, config, seed + len(feats), sdc=False)
         if len(f) < skip + end - first or (kaldi.snip_edges and len(f) != skip + end - first):
             raise LreError(f"samples {start}-{stop} gave {len(f) - skip} frames, "
                            f"expected {end - first}")
         feats.append(f[skip:skip + end - first])
         energy.append(e[skip:skip + end - first])
+        first = end
     if not feats:
         return np.zeros((0, config.feat_dim), np.float32), np.zeros(0, bool)
     joined = np.concatenate(feats)

@@ -10,6 +10,8 @@ one per file to its output; ``lre plot`` and ``lre evaluate`` read them back. Th
                    "posteriors": {"fi": 0.8, "sv": 0.2}}, ...],
      "duration": 12.48, "calibrated": true, "chunks": 1}
 
+and, when something about the input needs saying, ``"warnings": ["truncated: ..."]``.
+
 Segment times are seconds of the original audio (VAD-removed frames still move later
 segments along). :meth:`ResultRecord.from_dict` also reads the earlier layouts:
 ``attention.jsonl`` lines ``{"utt", "pred", "posteriors", "segments"}`` and identify lines
@@ -81,6 +83,8 @@ class ResultRecord:
         calibrated: whether ``posteriors`` went through the model's calibration.
         chunks: how many chunks the input was processed in.
         source: the audio (path or ``cmd |``) when it differs from ``id``.
+        warnings: what the answer's user should know about the input, one line each
+            (e.g. a file that holds less audio than its header says).
     """
 
     id: str
@@ -91,6 +95,7 @@ class ResultRecord:
     calibrated: bool = False
     chunks: int = 1
     source: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     # -- views ----------------------------------------------------------------------------
 
@@ -133,7 +138,7 @@ class ResultRecord:
 
     def to_dict(self, decimals: int = 4) -> dict[str, Any]:
         """The JSON layout of ``docs/RECORDS.md``: times rounded to ms, probabilities and
-        weights to ``decimals``; ``duration`` and ``source`` only when known."""
+        weights to ``decimals``; ``duration``, ``source`` and ``warnings`` only when known."""
         d: dict[str, Any] = {"id": self.id}
         if self.source is not None and self.source != self.id:
             d["source"] = self.source
@@ -147,6 +152,8 @@ class ResultRecord:
             d["duration"] = round(float(self.duration), 3)
         d["calibrated"] = bool(self.calibrated)
         d["chunks"] = int(self.chunks)
+        if self.warnings:
+            d["warnings"] = [str(w) for w in self.warnings]
         return d
 
     @classmethod
@@ -179,6 +186,7 @@ class ResultRecord:
             calibrated=bool(d.get("calibrated", False)),
             chunks=int(_number(d.get("chunks", 1), rid, "chunks")),
             source=source,
+            warnings=_read_warnings(d, rid),
         )
 
     @classmethod
@@ -192,6 +200,7 @@ class ResultRecord:
         calibrated: bool = False,
         decision: str | None = None,
         source: str | None = None,
+        warnings: Sequence[str] = (),
     ) -> ResultRecord:
         """The record of one model result.
 
@@ -203,6 +212,7 @@ class ResultRecord:
             result: has ``starts, ends, weights`` ``(K,)``, ``segment_log_posteriors``
                 ``(K, L)`` or None, and ``chunks``.
             decision: the answer when it is not the top language (``"unknown"``).
+            warnings: lines about the input to pass on to the user.
         """
         log_posteriors = np.asarray(log_posteriors, dtype=np.float64).reshape(-1)
         if len(log_posteriors) != len(langs):
@@ -234,6 +244,7 @@ class ResultRecord:
             calibrated=bool(calibrated),
             chunks=int(getattr(result, "chunks", 1)),
             source=source,
+            warnings=[str(w) for w in warnings],
         )
 
 
@@ -273,6 +284,13 @@ def _read_posteriors(d: Mapping[str, Any], rid: str) -> dict[str, float]:
     if not isinstance(raw, Mapping) or not raw:
         raise LreError(f"record '{rid}': no 'posteriors' object")
     return {str(lang): _number(p, rid, f"posteriors.{lang}") for lang, p in raw.items()}
+
+
+def _read_warnings(d: Mapping[str, Any], rid: str) -> list[str]:
+    raw = d.get("warnings", [])
+    if not isinstance(raw, list) or not all(isinstance(w, str) for w in raw):
+        raise LreError(f"record '{rid}': 'warnings' is not a list of strings")
+    return list(raw)
 
 
 def _read_segments(d: Mapping[str, Any], rid: str) -> list[Segment]:

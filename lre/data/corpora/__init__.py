@@ -8,6 +8,7 @@
     fleurs        FLEURS: <lang>/{train,dev,test}.tsv and audio/<split>/*.wav
     folders       any corpus laid out as <root>/<lang>/**/*.{wav,flac,mp3,ogg}
     kaldi         an existing Kaldi data dir (copied, checked, utt2lang added)
+    ktuberling    KTuberling's recorded words (Debian ktuberling-data): real human speech
 
 Each module defines ``HELP``, ``add_arguments(parser)``, ``run(args) -> PrepareReport`` and
 a plain function ``prepare_<corpus>(...)`` that does the work.
@@ -27,6 +28,7 @@ CORPORA: dict[str, str] = {
     "fleurs": "lre.data.corpora.fleurs",
     "folders": "lre.data.corpora.folders",
     "kaldi": "lre.data.corpora.kaldi",
+    "ktuberling": "lre.data.corpora.ktuberling",
 }
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "prepare_fleurs",
     "prepare_folders",
     "prepare_kaldi",
+    "prepare_ktuberling",
     "prepare_synth",
     "prepare_voxlingua107",
 ]

@@ -48,7 +48,7 @@ SPLITS = ("train", "dev", "test")
 # Share of each language's phrase pool (and of the voice variants) that each split draws from.
 SPLIT_SHARES = {"train": 0.6, "dev": 0.2, "test": 0.2}
 DEFAULT_LANGS = ("en", "de", "fr", "es", "it", "pt", "nl", "da", "ru", "uk", "pl", "cs", "fi", "hu")
-DEFAULT_COUNTS = {"train": 160, "dev": 12, "test": 12}
+DEFAULT_COUNTS = {"train": 160, "dev": 30, "test": 30}
 
 # lang code -> (Django locale, espeak-ng voice). English text is Django's source strings.
 LANGUAGES: dict[str, tuple[str, str]] = {
