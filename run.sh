@@ -82,7 +82,7 @@ Usage: $0 [options]       (--name value or --name=value)
   --test-sets "A B"    test sets to score and evaluate (default: the recipe's test_sets,
                        else "test"); missing ones are skipped
   --train-augment-opts STR  lre augment options: train on data/<train>_aug (default:
-                       the recipe's train_augment_opts, else none)
+                       the recipe's train_augment_opts, else none; "none": no augmentation)
   -h, --help           this help
 EOF
 }
@@ -113,6 +113,7 @@ cmvn_conf=features/cmvn.conf
 [ -f "recipes/$recipe/conf.sh" ] && . "recipes/$recipe/conf.sh"
 test_sets=${test_sets_option:-${test_sets:-$test_set}}
 train_augment_opts=${train_augment_opts_option:-$train_augment_opts}
+[ "$train_augment_opts" = none ] && train_augment_opts=  # a recipe's augmentation turned off
 # The training config: the one asked for, else the recipe's for this model, else none (the
 # model's built-in defaults, which stage 2 says it uses).
 if [ -n "$config" ]; then

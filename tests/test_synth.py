@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -224,3 +226,133 @@ def test_default_counts_give_30_dev_and_test_utterances_per_language():
         text = (recipe / name).read_text(encoding="utf-8")
         assert "12 dev" not in text and "(default 12)" not in text
     assert "160 train / 30 dev / 30 test" in (recipe / "README.md").read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------ --train-voice-mix
+MIX_ARGS = {"langs": ["en"], "train_per_lang": 4, "dev_per_lang": 1, "test_per_lang": 1,
+            "seed": 5, "nj": 1, "progress": False}
+# seed 5, en, 4/1/1 utterances, made before the option existed (espeak-ng 1.51, Django 5.2.19)
+NO_MIX_IDS = ["en-Lee-p80-s178-train00000", "en-Lee-p80-s178-train00001",
+              "en-Lee-p80-s178-train00002", "en-edward2-p33-s180-train00003",
+              "en-f3-p63-s138-dev00000", "en-sandro-p54-s138-test00000"]
+NO_MIX_AUDIO_SHA256 = "579b3f820dc1fb15"
+
+
+def _corpus_digest(out: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted((out / "wavs").rglob("*.wav")):
+        h.update(p.relative_to(out).as_posix().encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("mix") / "data"
+    synth.prepare_synth(out, train_voice_mix=40, utts_per_spk=1, **MIX_ARGS)
+    return out
+
+
+def test_voice_mix_0_is_the_corpus_without_it(tmp_path):
+    out = tmp_path / "data"
+    synth.prepare_synth(out, train_voice_mix=0, **MIX_ARGS)
+    assert sorted(p.stem for p in (out / "wavs").rglob("*.wav")) == NO_MIX_IDS
+    if synth.espeak_info()[0] == "1.51":
+        assert _corpus_digest(out) == NO_MIX_AUDIO_SHA256
+    assert not (out / "wavs" / "espeak-ng").exists()
+    settings = json.loads((out / "wavs" / "synth_settings.json").read_text())
+    assert "train_voice_mix" not in settings
+    assert "train_voice_mix" not in json.loads((out / "synth_info.json").read_text())
+
+
+def _train_variants() -> list[str]:
+    return synth.partition(synth.espeak_variants(), 5, "variants")["train"]
+
+
+def test_voice_mix_variants_lie_within_the_train_ranges(mixed):
+    vdir = mixed / "wavs" / "espeak-ng" / "espeak-ng-data" / "voices" / "!v"
+    info = json.loads((mixed / "synth_info.json").read_text())
+    assert info["train_voice_mix"] == 40 and info["settings"]["train_voice_mix"] == 40
+    _, data_dir = synth.espeak_info()
+    ranges = synth.formant_ranges(data_dir / "voices" / "!v", _train_variants())
+    assert [tuple(r) for r in info["formant_freq_ranges"].values()] == ranges
+    # the ranges come from train's variants only: dev's or test's would widen some of them
+    everything = synth.formant_ranges(data_dir / "voices" / "!v", synth.espeak_variants())
+    assert ranges != everything
+    for i in range(40):
+        name = f"mix{i:03d}"
+        text = (vdir / name).read_text(encoding="latin-1")
+        freqs = synth.formant_frequencies(text)
+        assert sorted(freqs) == list(range(9))
+        assert all(lo <= freqs[k] <= hi for k, (lo, hi) in enumerate(ranges)), name
+        assert freqs == dict(enumerate(info["mix_variants"][name]["formant_freq"]))
+        # every other line is the base file's
+        base = synth.read_variant(data_dir / "voices" / "!v", info["mix_variants"][name]["base"])
+        assert info["mix_variants"][name]["base"] in _train_variants()
+        keep = [ln for ln in base.splitlines() if not synth.FORMANT_LINE.match(ln)]
+        assert [ln for ln in text.splitlines() if not synth.FORMANT_LINE.match(ln)] == keep
+    # only the generated variants: espeak-ng drops voices past its list's 349 unannounced
+    assert sorted(p.name for p in vdir.iterdir()) == sorted(info["mix_variants"])
+
+
+def test_voice_mix_only_in_train_and_same_seed_same_corpus(mixed, tmp_path):
+    spk_variants = {split: {s.split("-")[1] for s in read_table(mixed / split / "utt2spk").values()}
+                    for split in synth.SPLITS}
+    assert any(v.startswith("mix") for v in spk_variants["train"])
+    assert not any(v.startswith("mix") for v in spk_variants["dev"] | spk_variants["test"])
+    # dev and test are those of the corpus without the option
+    assert {p.stem for p in (mixed / "wavs").rglob("*.wav") if "train" not in p.stem} == {
+        u for u in NO_MIX_IDS if "train" not in u}
+    again = tmp_path / "again"
+    synth.prepare_synth(again, train_voice_mix=40, utts_per_spk=1, **MIX_ARGS)
+    assert _digests(mixed / "wavs") == _digests(again / "wavs")
+    for split in synth.SPLITS:
+        assert (mixed / split / "utt2spk").read_text() == (again / split / "utt2spk").read_text()
+    # another count into the same folder is refused
+    with pytest.raises(LreError, match="other settings"):
+        synth.prepare_synth(again, train_voice_mix=3, utts_per_spk=1, **MIX_ARGS)
+
+
+def test_voice_mix_utterance_is_not_its_base_variant(mixed, tmp_path):
+    info = json.loads((mixed / "synth_info.json").read_text())
+    espeak_root = mixed / "wavs" / "espeak-ng"
+    jobs = synth.plan_jobs(mixed, ["en"], {"train": 4, "dev": 1, "test": 1}, 5, 1, 2.0, 12.0,
+                           synth.espeak_variants(), list(info["mix_variants"]),
+                           str(espeak_root.resolve()))
+    job = next(j for j in jobs if "+mix" in j.voice)
+    assert job.espeak_path is not None
+    assert all(j.espeak_path is None for j in jobs if "+mix" not in j.voice)
+    mixed_audio, _ = sf.read(job.wav, dtype="int16")
+    base = info["mix_variants"][job.voice.split("+")[1]]["base"]
+    plain = dataclasses.replace(job, voice=f"en-us+{base}", espeak_path=None,
+                                wav=str(tmp_path / "base.wav"))
+    assert synth.synthesize(plain).error is None
+    base_audio, _ = sf.read(plain.wav, dtype="int16")
+    assert mixed_audio.shape != base_audio.shape or not np.array_equal(mixed_audio, base_audio)
+    # without --path espeak-ng does not find the generated variant (and falls back silently)
+    text = "Enter a valid value."
+    found = synth.run_espeak(text, job.voice, 50, 170, 80, 0, job.espeak_path)
+    missing = synth.run_espeak(text, job.voice, 50, 170, 80, 0)
+    assert np.array_equal(missing, synth.run_espeak(text, "en-us", 50, 170, 80, 0))
+    assert found.shape != missing.shape or not np.array_equal(found, missing)
+
+
+def test_voice_mix_option_on_the_command_line_and_recipe():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    synth.add_arguments(parser)
+    assert parser.parse_args(["--out", "x"]).train_voice_mix == 0
+    assert parser.parse_args(["--out", "x", "--train-voice-mix", "12"]).train_voice_mix == 12
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "synth"
+    assert "train_voice_mix" in (recipe / "prepare.sh").read_text(encoding="utf-8")
+    assert "--train-voice-mix" in (recipe / "README.md").read_text(encoding="utf-8")
+
+
+def test_many_generated_variants_are_all_spoken(tmp_path):
+    """espeak-ng keeps a list of at most 349 voices: 120 generated variants beside the
+    system's would push some out, and their utterances would fail."""
+    report = synth.prepare_synth(tmp_path / "d", langs=["pl"], seed=3, nj=1, progress=False,
+                                 train_per_lang=6, dev_per_lang=0, test_per_lang=0,
+                                 utts_per_spk=1, train_voice_mix=120)
+    assert not report.skipped and [(s.name, s.utts) for s in report.sets] == [("train", 6)]

@@ -19,6 +19,7 @@
 #   --test-per-lang N    ... in test (default 30)
 #   --utts-per-spk N     utterances per synthetic speaker (default 3)
 #   --min-dur S, --max-dur S   utterance length range in seconds (default 2, 12)
+#   --train-voice-mix N  N generated voice variants for train only (default 0: none)
 #   --no-progress        no progress bar
 #   --ktuberling DIR     KTuberling's sounds (default /usr/share/ktuberling/sounds)
 #   --no-conditions      build train, dev and test only
@@ -36,6 +37,7 @@ test_per_lang=
 utts_per_spk=
 min_dur=
 max_dur=
+train_voice_mix=
 no_progress=false
 ktuberling=/usr/share/ktuberling/sounds
 no_conditions=false
@@ -46,7 +48,7 @@ corpus=    # refused: the corpus is generated here
 . "$(dirname "${BASH_SOURCE[0]}")/../prepare_lib.sh"
 prepare_data_root generated "$@"
 prepare_forward nj seed langs train_per_lang dev_per_lang test_per_lang utts_per_spk \
-  min_dur max_dur --flags no_progress
+  min_dur max_dur train_voice_mix --flags no_progress
 find_lre
 command -v espeak-ng >/dev/null || {
   echo "$0: espeak-ng is not installed; run tools/setup.sh (or: sudo apt-get install espeak-ng)" >&2

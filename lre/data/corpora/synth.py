@@ -6,7 +6,10 @@ translation catalogs (``lre.data.corpora.text``). A *speaker* is an espeak-ng vo
 (``-v <lang>+<variant>``) with a base pitch and speaking rate; each utterance also varies
 pitch, rate, amplitude and word gap a little around its speaker's base. The variant list
 is partitioned between train, dev and test, so the splits share no voice, and the phrase
-pool of each language is partitioned too, so they share no sentence.
+pool of each language is partitioned too, so they share no sentence. ``--train-voice-mix N``
+gives train N more variants (``mix000``...) made from its own: a copy of a train variant with
+each formant's frequency drawn within the range the train variants span, written into a copy
+of espeak-ng-data under ``wavs/espeak-ng/``.
 
 Everything is drawn from random generators keyed by (seed, split, language, index): the
 same seed gives the same text, speakers and audio bytes whatever ``--nj`` is, and asking
@@ -26,7 +29,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,6 +104,9 @@ WORD_GAP_CHOICES = (0, 0, 0, 1, 2)
 NOISE_FLOOR = 2e-4  # about -74 dBFS of white noise, so silence is not exact digital zero
 MAX_ATTEMPTS = 8
 PHRASES_PER_PLAN = 40
+N_FORMANTS = 9  # espeak-ng voice files set formants 0..8
+MIX_PREFIX = "mix"
+FORMANT_LINE = re.compile(r"^(\s*formant\s+)(\d+)(\s+)(-?\d+)(.*)$")
 
 
 @dataclass
@@ -122,6 +128,7 @@ class SynthJob:
     min_dur: float
     max_dur: float
     noise_seed: int
+    espeak_path: str | None = None  # espeak-ng --path (holds espeak-ng-data); None: system
 
 
 @dataclass
@@ -183,10 +190,13 @@ def espeak_voices() -> set[str]:
 
 
 def run_espeak(text: str, voice: str, pitch: int, rate: int, amplitude: int,
-               word_gap: int) -> np.ndarray:
-    """Speak ``text``; returns float32 samples at espeak-ng's native 22050 Hz."""
+               word_gap: int, espeak_path: str | None = None) -> np.ndarray:
+    """Speak ``text``; returns float32 samples at espeak-ng's native 22050 Hz.
+    ``espeak_path`` is the folder holding the espeak-ng-data to use (None: the system's)."""
     cmd = [espeak_binary(), "-v", voice, "-p", str(pitch), "-s", str(rate), "-a",
            str(amplitude), "-g", str(word_gap), "-b", "1", "--stdout", "--stdin"]
+    if espeak_path is not None:
+        cmd.insert(1, f"--path={espeak_path}")
     # Text on stdin: a phrase starting with "-" must not be read as an option.
     proc = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, check=False,
                           timeout=120)
@@ -306,7 +316,7 @@ def _fit_duration(job: SynthJob) -> tuple[np.ndarray, str, bool]:
             break
         text = join_phrases([job.phrases[i] for i in chosen])
         audio = to_16k(run_espeak(text, job.voice, job.pitch, job.rate, job.amplitude,
-                                  job.word_gap))
+                                  job.word_gap, job.espeak_path))
         tried[key] = audio
         dur = len(audio) / SAMPLE_RATE
         if job.min_dur <= dur <= job.max_dur:
@@ -332,6 +342,114 @@ def _fit_duration(job: SynthJob) -> tuple[np.ndarray, str, bool]:
     if len(audio) > job.max_dur * SAMPLE_RATE:
         audio = cut_at_pause(audio, SAMPLE_RATE, job.min_dur, job.max_dur)
     return audio, join_phrases([job.phrases[i] for i in key]), True
+
+
+# ------------------------------------------------------------------ generated variants
+def formant_frequencies(text: str) -> dict[int, int]:
+    """Formant number -> frequency % of the ``formant`` lines of a voice variant file."""
+    freqs = {}
+    for line in text.splitlines():
+        m = FORMANT_LINE.match(line)
+        if m:
+            freqs[int(m.group(2))] = int(m.group(4))
+    return freqs
+
+
+def read_variant(vdir: Path, name: str) -> str:
+    # latin-1 gives back every byte of the file unchanged when written again.
+    return (vdir / name).read_text(encoding="latin-1")
+
+
+def formant_ranges(vdir: Path, names: list[str]) -> list[tuple[int, int]]:
+    """``(min, max)`` frequency % of formants 0..8 over the variant files ``names`` in
+    ``vdir`` (100, espeak-ng's default, where a file has no line for a formant)."""
+    per_file = [formant_frequencies(read_variant(vdir, n)) for n in names]
+    return [(min(f.get(k, 100) for f in per_file), max(f.get(k, 100) for f in per_file))
+            for k in range(N_FORMANTS)]
+
+
+def mix_variant_text(base: str, freqs: list[int]) -> str:
+    """``base`` (a variant file) with formant k's frequency % set to ``freqs[k]``; strength,
+    width and every other line are kept. A formant it has no line for gets one with
+    strength and width 100 (espeak-ng's defaults)."""
+    lines, seen = [], set()
+    for line in base.splitlines():
+        m = FORMANT_LINE.match(line)
+        if m and int(m.group(2)) < N_FORMANTS:
+            k = int(m.group(2))
+            seen.add(k)
+            line = f"{m.group(1)}{k}{m.group(3)}{freqs[k]}{m.group(5)}"
+        lines.append(line)
+    lines += [f"formant {k} {freqs[k]} 100 100" for k in range(N_FORMANTS) if k not in seen]
+    return "\n".join(lines) + "\n"
+
+
+def make_mix_variants(seed: int, count: int, vdir: Path, train_variants: list[str]
+                      ) -> tuple[dict[str, str], list[tuple[int, int]], dict[str, dict]]:
+    """``count`` generated variants ``mix000``...: each a random train variant with every
+    formant frequency drawn uniformly (integer %) within the train variants' range.
+
+    Returns (name -> file text, the formant ranges, name -> {"base", "formant_freq"}).
+    """
+    ranges = formant_ranges(vdir, train_variants)
+    texts, info = {}, {}
+    for i in range(count):
+        rng = keyed_rng(seed, "mix", i)
+        base = train_variants[int(rng.integers(len(train_variants)))]
+        freqs = [int(rng.integers(lo, hi + 1)) for lo, hi in ranges]
+        name = f"{MIX_PREFIX}{i:03d}"
+        texts[name] = mix_variant_text(read_variant(vdir, base), freqs)
+        info[name] = {"base": base, "formant_freq": freqs}
+    return texts, ranges, info
+
+
+def copy_espeak_data(data_dir: Path, espeak_root: Path) -> Path:
+    """``espeak_root/espeak-ng-data``, a copy of ``data_dir`` made once (into a temporary
+    folder, then renamed, so an interrupted copy never counts as done)."""
+    target = espeak_root / "espeak-ng-data"
+    if not target.is_dir():
+        espeak_root.mkdir(parents=True, exist_ok=True)
+        tmp = espeak_root / f".espeak-ng-data.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(data_dir, tmp, symlinks=True)
+        try:
+            tmp.rename(target)
+        except OSError:  # another run finished the same copy first
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not target.is_dir():
+                raise
+    return target
+
+
+def install_mix_variants(espeak_root: Path, texts: dict[str, str]) -> None:
+    """Make the copy's ``voices/!v`` hold exactly the generated variant files (unchanged
+    files are left alone). The system's variants go: espeak-ng lists at most 349 voices and
+    drops the rest unannounced, and only jobs with a generated variant use the copy."""
+    vdir = espeak_root / "espeak-ng-data" / "voices" / "!v"
+    for path in vdir.iterdir():
+        if path.is_file() and path.name not in texts:
+            path.unlink()
+    for name, text in texts.items():
+        path = vdir / name
+        if not path.is_file() or path.read_text(encoding="latin-1") != text:
+            with atomic_open(path, "w", encoding="latin-1", newline="\n") as f:
+                f.write(text)
+
+
+def check_mix_voice(espeak_root: Path, voice: str, name: str, base: str) -> None:
+    """Raise ``LreError`` unless espeak-ng speaks variant ``name`` from ``espeak_root``
+    differently from its base variant (espeak-ng falls back silently to the plain voice
+    when it cannot find a variant)."""
+    text = "The quick brown fox jumps over the lazy dog."
+    try:
+        mixed = run_espeak(text, f"{voice}+{name}", 50, 175, 80, 0, str(espeak_root))
+        plain = run_espeak(text, f"{voice}+{base}", 50, 175, 80, 0, None)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        raise LreError(f"{espeak_root}: espeak-ng cannot speak generated variant {name}: {e}"
+                       ) from e
+    if mixed.shape == plain.shape and np.array_equal(mixed, plain):
+        raise LreError(f"{espeak_root}: generated variant {name} sounds like its base {base} "
+                       "(espeak-ng did not read it)")
 
 
 # ------------------------------------------------------------------ planning
@@ -369,9 +487,16 @@ def speaker_id(lang: str, variant: str, pitch: int, rate: int) -> str:
 def plan_jobs(
     out: Path, langs: list[str], counts: dict[str, int], seed: int, utts_per_spk: int,
     min_dur: float, max_dur: float, variants: list[str],
+    extra_train_variants: Sequence[str] = (), espeak_path: str | None = None,
 ) -> list[SynthJob]:
-    """Every utterance of the corpus, fully determined by the seed (no audio made yet)."""
+    """Every utterance of the corpus, fully determined by the seed (no audio made yet).
+
+    ``extra_train_variants`` join train's share of ``variants``; espeak-ng finds them in the
+    espeak-ng-data under ``espeak_path``.
+    """
     variant_split = partition(variants, seed, "variants")
+    variant_split["train"] = variant_split["train"] + list(extra_train_variants)
+    extra = set(extra_train_variants)
     wav_root = out.resolve() / "wavs"
     jobs: list[SynthJob] = []
     for lang in langs:
@@ -403,13 +528,15 @@ def plan_jobs(
                     wav=str(wav_root / split / lang / f"{utt}.wav"),
                     min_dur=min_dur, max_dur=max_dur,
                     noise_seed=int(rng.integers(2**31)),
+                    espeak_path=espeak_path if variant in extra else None,
                 ))
     return jobs
 
 
 def _settings_fingerprint(seed: int, min_dur: float, max_dur: float, utts_per_spk: int,
-                          espeak_version: str, variants: list[str]) -> dict:
-    return {
+                          espeak_version: str, variants: list[str],
+                          train_voice_mix: int = 0) -> dict:
+    settings = {
         "seed": seed,
         "min_dur": min_dur,
         "max_dur": max_dur,
@@ -418,6 +545,9 @@ def _settings_fingerprint(seed: int, min_dur: float, max_dur: float, utts_per_sp
         "django": django_version(),
         "variants_sha1": hashlib.sha1("\n".join(variants).encode()).hexdigest()[:12],
     }
+    if train_voice_mix > 0:  # absent at 0, so corpora made without the option still match
+        settings["train_voice_mix"] = train_voice_mix
+    return settings
 
 
 def _check_settings(wav_root: Path, settings: dict) -> None:
@@ -439,7 +569,7 @@ def _check_settings(wav_root: Path, settings: dict) -> None:
 
 # ------------------------------------------------------------------ the corpus
 def _check_request(langs: list[str], counts: dict[str, int], utts_per_spk: int,
-                   min_dur: float, max_dur: float) -> None:
+                   min_dur: float, max_dur: float, train_voice_mix: int = 0) -> None:
     """Raise ``LreError`` for an unknown language or impossible durations or counts."""
     unknown = [lang for lang in langs if lang not in LANGUAGES]
     if unknown:
@@ -451,6 +581,28 @@ def _check_request(langs: list[str], counts: dict[str, int], utts_per_spk: int,
         raise LreError(f"utts_per_spk must be >= 1 (got {utts_per_spk})")
     if any(c < 0 for c in counts.values()) or not any(counts.values()):
         raise LreError(f"utterance counts must be >= 0 and not all 0: {counts}")
+    if not 0 <= train_voice_mix <= 999:
+        raise LreError(f"train_voice_mix must be between 0 and 999 (got {train_voice_mix})")
+
+
+def _setup_voice_mix(wav_root: Path, seed: int, count: int, data_dir: Path,
+                     variants: list[str], voice: str) -> tuple[list[str], str, dict]:
+    """Make the ``count`` generated train variants in a copy of espeak-ng-data under
+    ``wav_root/espeak-ng`` and check that espeak-ng speaks one; returns (their names, the
+    ``--path`` for espeak-ng, what to record in synth_info.json)."""
+    train_variants = partition(variants, seed, "variants")["train"]
+    texts, ranges, made = make_mix_variants(seed, count, data_dir / "voices" / "!v",
+                                            train_variants)
+    espeak_root = wav_root / "espeak-ng"
+    copy_espeak_data(data_dir, espeak_root)
+    install_mix_variants(espeak_root, texts)
+    first = next(iter(made))
+    check_mix_voice(espeak_root, voice, first, made[first]["base"])
+    logger.info("%d generated train variants in %s", count, espeak_root)
+    info = {"train_voice_mix": count,
+            "formant_freq_ranges": {str(k): list(r) for k, r in enumerate(ranges)},
+            "mix_variants": made}
+    return list(texts), str(espeak_root), info
 
 
 def _synthesize_all(jobs: list[SynthJob], nj: int, progress: bool) -> dict[str, SynthResult]:
@@ -505,17 +657,20 @@ def prepare_synth(
     min_dur: float = 2.0,
     max_dur: float = 12.0,
     progress: bool = True,
+    train_voice_mix: int = 0,
 ) -> PrepareReport:
     """Synthesize the corpus into ``out/{train,dev,test}`` and ``out/wavs/``.
 
     Returns the report (sets written, failed utterances). Utterances whose WAV exists are
-    reused; ``nj`` espeak-ng processes run at once. Raises ``LreError`` when espeak-ng or
-    Django is missing, a language is unknown, or more than 5% of utterances fail.
+    reused; ``nj`` espeak-ng processes run at once. ``train_voice_mix`` generated voice
+    variants join train's (see ``make_mix_variants``; 0: none). Raises ``LreError`` when
+    espeak-ng or Django is missing, a language is unknown, or more than 5% of utterances
+    fail.
     """
     out = Path(out)
     langs = list(DEFAULT_LANGS) if not langs else list(dict.fromkeys(langs))
     counts = {"train": train_per_lang, "dev": dev_per_lang, "test": test_per_lang}
-    _check_request(langs, counts, utts_per_spk, min_dur, max_dur)
+    _check_request(langs, counts, utts_per_spk, min_dur, max_dur, train_voice_mix)
     version, data_dir = espeak_info()
     known_voices = espeak_voices()
     missing = [lang for lang in langs if LANGUAGES[lang][1] not in known_voices]
@@ -525,8 +680,14 @@ def prepare_synth(
     wav_root = out.resolve() / "wavs"
     wav_root.mkdir(parents=True, exist_ok=True)
     _check_settings(wav_root, _settings_fingerprint(seed, min_dur, max_dur, utts_per_spk,
-                                                    version, variants))
-    jobs = plan_jobs(out, langs, counts, seed, utts_per_spk, min_dur, max_dur, variants)
+                                                    version, variants, train_voice_mix))
+    mix_names: list[str] = []
+    espeak_path, mix_info = None, {}
+    if train_voice_mix > 0:
+        mix_names, espeak_path, mix_info = _setup_voice_mix(
+            wav_root, seed, train_voice_mix, data_dir, variants, LANGUAGES[langs[0]][1])
+    jobs = plan_jobs(out, langs, counts, seed, utts_per_spk, min_dur, max_dur, variants,
+                     mix_names, espeak_path)
     logger.info("synthesizing %d utterances (%s) in %d languages with %d jobs", len(jobs),
                 ", ".join(f"{s} {counts[s]}/lang" for s in SPLITS), len(langs), nj)
     start = time.perf_counter()
@@ -542,7 +703,7 @@ def prepare_synth(
         raise LreError(f"{out}: {len(report.skipped)} of {len(jobs)} utterances failed "
                        f"(first: {report.skipped[0].item}: {report.skipped[0].reason})")
     info = {"settings": json.loads((wav_root / "synth_settings.json").read_text()),
-            "langs": langs, "counts": counts, "seconds": round(elapsed, 2),
+            "langs": langs, "counts": counts, **mix_info, "seconds": round(elapsed, 2),
             "sets": [{k: str(v) if isinstance(v, Path) else v for k, v in asdict(s).items()}
                      for s in report.sets]}
     atomic_write_text(out / "synth_info.json", json.dumps(info, indent=1) + "\n")
@@ -564,6 +725,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-dur", type=float, default=2.0, help="shortest utterance (s)")
     parser.add_argument("--max-dur", type=float, default=12.0, help="longest utterance (s)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-voice-mix", type=int, default=0, metavar="N",
+                        help="N generated voice variants join train's: a train variant with "
+                             "formant frequencies drawn within the train variants' range "
+                             "(default %(default)s: none)")
     parser.add_argument("--nj", type=int, default=2, help="parallel espeak-ng processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -581,4 +746,5 @@ def run(args: argparse.Namespace) -> PrepareReport:
         min_dur=args.min_dur,
         max_dur=args.max_dur,
         progress=not args.no_progress,
+        train_voice_mix=args.train_voice_mix,
     )
