@@ -272,28 +272,33 @@ def _codec_round_trip(x: np.ndarray, codec: str) -> np.ndarray:
     return np.pad(y, (0, max(0, len(x) - len(y))))[: len(x)]
 
 
+def _resample_poly(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Polyphase resampling (scipy's Kaiser-windowed filter): a few times faster than a
+    sinc resampler of the same sharpness, and the band-pass that follows removes what it
+    lets through near 4 kHz."""
+    from scipy.signal import resample_poly
+
+    if rate_in == rate_out:
+        return x
+    g = math.gcd(rate_in, rate_out)
+    return resample_poly(x, rate_out // g, rate_in // g)
+
+
 def telephone(wave: np.ndarray, sample_rate: int, codec: str = "mulaw") -> np.ndarray:
     """Telephone channel: resampled to 8 kHz, 300-3400 Hz band-pass, encoded and decoded
     with ``codec`` (``mulaw``: 8-bit G.711 mu-law; ``gsm``: GSM 06.10 full rate; ``opus``:
     Opus at about 20 kbit/s), band-passed again (the receiving side), back to
     ``sample_rate``. ``wave`` (n,) -> (n,)."""
-    import torch
-    import torchaudio.functional as AF
 
     if codec not in TEL_CODECS:
         raise LreError(f"--tel-codecs: unknown codec '{codec}' (one of {', '.join(TEL_CODECS)})")
-    x = torch.from_numpy(np.ascontiguousarray(wave, np.float32))
-    peak = float(x.abs().max()) if len(x) else 0.0
+    x = np.ascontiguousarray(wave, np.float64)
+    peak = float(np.abs(x).max()) if len(x) else 0.0
     if peak > 0:
         x = x * (0.9 / peak)  # the codecs cover [-1, 1]
-    # A sharp resampler (torchaudio's "kaiser_best"): 8 kHz leaves nothing above 4 kHz.
-    sharp = {"lowpass_filter_width": 64, "rolloff": 0.9475, "resampling_method":
-             "sinc_interp_kaiser", "beta": 14.769656459379492}
-    x8 = AF.resample(x, sample_rate, TEL_RATE, **sharp) if sample_rate != TEL_RATE else x
-    x8 = _codec_round_trip(_telephone_band(x8.numpy()), codec)
-    y8 = torch.from_numpy(_telephone_band(x8).astype(np.float32))
-    y = AF.resample(y8, TEL_RATE, sample_rate, **sharp) if sample_rate != TEL_RATE else y8
-    y = y.numpy().astype(np.float32)
+    x8 = _resample_poly(x, sample_rate, TEL_RATE)
+    x8 = _codec_round_trip(_telephone_band(x8), codec)
+    y = _resample_poly(_telephone_band(x8), TEL_RATE, sample_rate).astype(np.float32)
     if peak > 0:
         y *= peak / 0.9
     if len(y) < len(wave):
