@@ -43,7 +43,7 @@ from lre.data.audio_stream import (
     array_to_mono,
 )
 from lre.inference.records import ResultRecord, Segment
-from lre.utils import LreError
+from lre.utils import LreError, error_cause
 
 # The feature pipeline (torch), the model dir and the inference core (scipy) are imported
 # where they are used: ``lre identify --help`` and argument errors answer at once.
@@ -58,10 +58,6 @@ AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".sph", ".
                     ".aifc", ".au", ".w64", ".caf", ".rf64", ".nist"}
 LIST_EXTENSIONS = {".scp", ".list", ".lst", ".txt"}
 DEFAULT_CHUNK_SECONDS = 60.0
-
-
-def _short(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 # ----------------------------------------------------------------------------------------
@@ -262,7 +258,7 @@ class Identifier:
                 yield src, e
             except Exception as e:  # one bad file must not stop the others
                 logger.debug("%s", src, exc_info=True)
-                yield src, LreError(f"{src}: {type(e).__name__}: {_short(e)}")
+                yield src, LreError(f"{src}: {type(e).__name__}: {error_cause(e)}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -297,7 +293,7 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Source], list[str]]:
             try:
                 lines = p.read_text(encoding="utf-8").splitlines()
             except (OSError, UnicodeDecodeError) as e:
-                errors.append(f"{arg}: cannot read list ({_short(e)})")
+                errors.append(f"{arg}: cannot read list ({error_cause(e)})")
                 continue
             listed = 0
             for line in lines:
@@ -443,7 +439,7 @@ def identify_files(
         except Exception as e:  # report, keep going with the others
             if not isinstance(e, LreError):
                 logger.debug("%s", src.spec, exc_info=True)
-                e = LreError(f"{src.spec}: {type(e).__name__}: {_short(e)}")
+                e = LreError(f"{src.spec}: {type(e).__name__}: {error_cause(e)}")
             msg = str(e) if str(e).startswith(src.spec) else f"{src.spec}: {e}"
             if src.name != src.spec:
                 msg = f"{src.name}: {msg}"

@@ -72,3 +72,8 @@ def seed_everything(seed: int) -> None:
 
 class LreError(Exception):
     """An error with a one-line message meant for the user (no stack trace is shown)."""
+
+
+def error_cause(e: BaseException) -> str:
+    """An exception's message on one line (its type's name when it has none)."""
+    return " ".join(str(e).split()) or type(e).__name__

@@ -21,14 +21,10 @@ import numpy as np
 
 from lre.data.audio import resample as _resample
 from lre.data.audio import to_mono as _to_mono
-from lre.utils import LreError
+from lre.utils import LreError, error_cause
 
 #: Shortest audio taken, in seconds.
 MIN_SECONDS = 0.1
-
-
-def _short(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _wav_declared_frames(path: str | os.PathLike) -> int | None:
@@ -81,7 +77,7 @@ class AudioStream:
         try:
             self._file = sf.SoundFile(str(path))
         except Exception as e:  # soundfile raises LibsndfileError, RuntimeError, TypeError
-            raise NotStreamable(f"{self.name}: cannot read audio ({_short(e)})") from e
+            raise NotStreamable(f"{self.name}: cannot read audio ({error_cause(e)})") from e
         self.sr_in = int(self._file.samplerate)
         #: Input samples of the file: the header's count until a read finds the real end.
         self.frames_in = int(self._file.frames)
@@ -145,14 +141,14 @@ class AudioStream:
             try:
                 self._file.seek(start)
             except Exception as e:
-                raise LreError(f"{self.name}: cannot seek to sample {start} ({_short(e)})"
+                raise LreError(f"{self.name}: cannot seek to sample {start} ({error_cause(e)})"
                                ) from e
             self._buf, self._buf_start, have = np.zeros(0, np.float32), start, start
         if end > have:
             try:
                 block = self._file.read(end - have, dtype="float32", always_2d=True)
             except Exception as e:
-                raise LreError(f"{self.name}: cannot read audio ({_short(e)})") from e
+                raise LreError(f"{self.name}: cannot read audio ({error_cause(e)})") from e
             block = _to_mono(block)
             if not np.isfinite(block).all():
                 raise LreError(f"{self.name}: NaN or infinite samples")
