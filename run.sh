@@ -6,8 +6,12 @@
 #   stage 1  features  data/<set> -> feats.scp, vad.scp, utt2num_frames
 #   stage 2  train     data/train (+ data/dev) -> exp/<model>/{final.pt,best.pt,...}
 #   stage 3  score     exp/<model> + data/{dev,<test sets>} -> scores.tsv, llr.tsv,
-#                      attention.jsonl (calibration fitted on dev, applied to the test sets)
-#   stage 4  evaluate  scores + utt2lang -> results.json, report.md, plots of each test set,
+#                      attention.jsonl (calibration fitted on dev, and when data/dev_oos
+#                      exists the open-set operating point on dev and dev_oos, both
+#                      applied to the test sets)
+#   stage 4  evaluate  scores + utt2lang -> results.json, report.md, plots of each test set
+#                      (and language turns, turns.rttm, scored against a set's ref.rttm;
+#                      a set of other languages, X_oos, against the in-set set X),
 #                      then exp/<model>/{results.json,report.md}: the conditions table
 #
 # With no options it builds the embedded multilingual corpus (recipes/synth) and runs every
@@ -31,6 +35,7 @@ cmd=                  # prefix for each job, e.g. "srun -n1 -c1" (empty: run loc
 data_dir=data
 exp_dir=exp
 model=hgru            # hgru | bigru | tdnn | ecapa
+front_end=fbank       # fbank | whisper-base (Whisper base encoder states; set-up installs it)
 config=               # training config (default: recipes/<recipe>/conf/<model>.yaml if it
                       # exists, else the built-in defaults of the model)
 ngpu=0                # >1: DistributedDataParallel via torchrun, one process per GPU
@@ -45,7 +50,8 @@ force=false           # a boolean: --force, --force true|false
 prepare_opts=         # extra options for recipes/<recipe>/prepare.sh
 feat_opts=            # extra options for features/make_feats.sh
 train_opts=           # extra options for lre train, e.g. "--set epochs=5"
-unknown_threshold=    # answer "unknown" below this posterior in stage 4
+unknown_threshold=    # answer "unknown" below this posterior in stage 4 (instead of the
+                      # open-set operating point of stage 3)
 test_sets=            # test conditions, e.g. "test test_noisy" (empty: the recipe's
                       # test_sets, else its test_set)
 train_augment_opts=   # options of lre augment for the training set (empty: the recipe's,
@@ -65,6 +71,10 @@ Usage: $0 [options]       (--name value or --name=value)
   --data-dir DIR       data directories root (default: $data_dir)
   --exp-dir DIR        experiments root (default: $exp_dir)
   --model NAME         hgru | bigru | tdnn | ecapa (default: $model)
+  --front-end NAME     fbank | whisper-base (default: $front_end); another front end works
+                       on copies of the data dirs, DATA-DIR_<front end>/<set>, and trains
+                       exp/<model>_<front end> with recipes/<recipe>/conf/<model>_<front
+                       end>.yaml when it exists
   --config FILE        training config YAML (default: recipes/<recipe>/conf/<model>.yaml,
                        else the model's built-in defaults)
   --ngpu N             GPUs per node for training (default: $ngpu; >1 uses torchrun + DDP)
@@ -78,7 +88,8 @@ Usage: $0 [options]       (--name value or --name=value)
   --prepare-opts STR   extra options for the recipe's prepare.sh
   --feat-opts STR      extra options for features/make_feats.sh
   --train-opts STR     extra options for lre train
-  --unknown-threshold P  open-set decision threshold for stage 4
+  --unknown-threshold P  stage 4 answers "unknown" below this top posterior (instead of
+                       the model's open-set operating point, exp/<model>/openset.json)
   --test-sets "A B"    test sets to score and evaluate (default: the recipe's test_sets,
                        else "test"); missing ones are skipped
   --train-augment-opts STR  lre augment options: train on data/<train>_aug (default:
@@ -106,9 +117,20 @@ train_augment_opts_option=$train_augment_opts
 train_set=train
 dev_set=dev
 test_set=test
+dev_oos_set=dev_oos   # other languages than the corpus's: the open-set operating point
 feat_conf=features/fbank.conf
 vad_conf=features/vad.conf
 cmvn_conf=features/cmvn.conf
+# The front end: its feature configs, and the suffix of its data dirs and models.
+fe_suffix=
+case $front_end in
+  fbank) ;;
+  whisper-base)
+    feat_conf=features/whisper_base.conf
+    cmvn_conf=features/cmvn_none.conf  # the utterance mean of encoder states is informative
+    fe_suffix=_whisper_base ;;
+  *) echo "$0: --front-end $front_end: not one of fbank, whisper-base" >&2; exit 2 ;;
+esac
 # shellcheck source=/dev/null
 [ -f "recipes/$recipe/conf.sh" ] && . "recipes/$recipe/conf.sh"
 test_sets=${test_sets_option:-${test_sets:-$test_set}}
@@ -118,15 +140,17 @@ train_augment_opts=${train_augment_opts_option:-$train_augment_opts}
 # model's built-in defaults, which stage 2 says it uses).
 if [ -n "$config" ]; then
   [ -f "$config" ] || { echo "$0: --config $config: no such file" >&2; exit 2; }
-elif [ -f "recipes/$recipe/conf/$model.yaml" ]; then
-  config=recipes/$recipe/conf/$model.yaml
+elif [ -f "recipes/$recipe/conf/$model$fe_suffix.yaml" ]; then
+  config=recipes/$recipe/conf/$model$fe_suffix.yaml
 fi
 
 # ---- environment: venv and Debian packages, installed on first use ----
 bash tools/setup.sh
 export PATH="${LRE_VENV:-$root/.venv}/bin:$PATH"
 
-model_dir=$exp_dir/$model
+model_dir=$exp_dir/$model$fe_suffix
+# Features of another front end go into copies of the data dirs (like Kaldi's data/*_hires).
+feat_data=$data_dir$fe_suffix
 mkdir -p "$exp_dir/log"
 log() { echo "$(date '+%F %T') [run.sh] $*" >&2; }
 # run_logged LOGFILE CMD...: run, keep the full output in LOGFILE, show it too.
@@ -159,6 +183,19 @@ langs = {line.split()[1] for line in (data / "utt2lang").read_text().splitlines(
 size = sum(p.numel() for p in build_model(name, feat_dim, len(langs)).parameters())
 print(f"{size / 1e6:.2f} M parameters for {feat_dim}-dim features, {len(langs)} languages")
 EOF
+}
+# copy_data_dir SRC DST: the Kaldi tables of data dir SRC (audio, labels, reference RTTMs)
+# without its features, for another front end's features (kept when already there).
+copy_data_dir() {
+  local src=$1 dst=$2 f
+  mkdir -p "$dst"
+  for f in "$src"/*; do
+    [ -f "$f" ] || continue
+    case ${f##*/} in
+      feats.scp|vad.scp|utt2num_frames|feats_config.json|feats_failed) continue ;;
+    esac
+    cmp -s "$f" "$dst/${f##*/}" || cp "$f" "$dst/"
+  done
 }
 # $force as an option for the python stages
 force_opt=(); $force && force_opt=(--force)
@@ -194,7 +231,8 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     run_logged "$exp_dir/log/prepare.log" bash "recipes/$recipe/prepare.sh" \
       --nj "$nj" --seed "$seed" "${corpus_opt[@]}" $prepare_opts "$data_dir"
     check_test_sets
-    for s in "$train_set" "$dev_set" "${present_tests[@]}"; do
+    oos_dev=(); [ -d "$data_dir/$dev_oos_set" ] && oos_dev=("$dev_oos_set")
+    for s in "$train_set" "$dev_set" ${oos_dev[@]+"${oos_dev[@]}"} "${present_tests[@]}"; do
       run_logged "$exp_dir/log/validate_$s.log" lre validate "$data_dir/$s"
     done
     touch "$done_flag"
@@ -219,15 +257,18 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
 fi
 check_test_sets
 
+oos_dev=(); [ -d "$data_dir/$dev_oos_set" ] && oos_dev=("$dev_oos_set")
+
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  for s in "$train_data" "$dev_set" "${present_tests[@]}"; do
-    log "stage 1: features for $data_dir/$s"
+  for s in "$train_data" "$dev_set" ${oos_dev[@]+"${oos_dev[@]}"} "${present_tests[@]}"; do
+    [ "$feat_data" = "$data_dir" ] || copy_data_dir "$data_dir/$s" "$feat_data/$s"
+    log "stage 1: features ($front_end) for $feat_data/$s"
     # make_feats.sh itself skips utterances whose features are complete.
     # shellcheck disable=SC2086
-    run_logged "$exp_dir/log/make_feats_$s.log" bash features/make_feats.sh \
+    run_logged "$exp_dir/log/make_feats_$s$fe_suffix.log" bash features/make_feats.sh \
       --nj "$nj" --cmd "$cmd" --conf "$feat_conf" --vad-conf "$vad_conf" \
       --cmvn-conf "$cmvn_conf" "${force_opt[@]}" $feat_opts \
-      "$data_dir/$s" "$exp_dir/make_feats/$s"
+      "$feat_data/$s" "$exp_dir/make_feats/$s$fe_suffix"
   done
 fi
 
@@ -235,7 +276,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   if [ -n "$config" ]; then
     log "stage 2: train $model -> $model_dir with $config"
   else
-    size=$(builtin_model_size "$data_dir/$train_data" "$model" 2>/dev/null) || size=
+    size=$(builtin_model_size "$feat_data/$train_data" "$model" 2>/dev/null) || size=
     log "stage 2: train $model -> $model_dir with the built-in $model defaults${size:+ ($size)}:" \
       "there is no recipes/$recipe/conf/$model.yaml ($model_dir/config.yaml will hold" \
       "every setting used, a start for that file)"
@@ -243,7 +284,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   if [ -f "$model_dir/final.pt" ] && ! $force; then
     log "stage 2: $model_dir/final.pt exists; skipping (use --force to retrain)"
   else
-    train_args=(--train "$data_dir/$train_data" --dev "$data_dir/$dev_set" --exp "$model_dir"
+    train_args=(--train "$feat_data/$train_data" --dev "$feat_data/$dev_set" --exp "$model_dir"
                 --model "$model" --seed "$seed")
     [ -n "$config" ] && train_args+=(--config "$config")
     # An interrupted run continues from its last checkpoint; --force starts afresh.
@@ -287,10 +328,25 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   else
     rm -f "$model_dir/calibration.json"
     run_logged "$model_dir/log/score_$dev_set.log" lre score --model-dir "$model_dir" \
-      --data "$data_dir/$dev_set" --out "$model_dir/$dev_set"
+      --data "$feat_data/$dev_set" --out "$model_dir/$dev_set"
+    # --method auto: none, temperature or affine, whichever cross-validation on dev says
+    # lowers held-out Cllr (none unless one does); a dev set lacking languages gets one
+    # that can be fitted, with a warning.
     run_logged "$model_dir/log/calibrate.log" lre calibrate \
-      --scores "$model_dir/$dev_set/scores_raw.tsv" --data "$data_dir/$dev_set" \
-      --out "$model_dir/calibration.json"
+      --scores "$model_dir/$dev_set/scores_raw.tsv" --data "$feat_data/$dev_set" \
+      --out "$model_dir/calibration.json" --seed "$seed"
+    rescore=true
+  fi
+  # When to answer "unknown": an open-set score and its threshold, chosen on dev and dev_oos
+  # with the calibration (lre openset fit); a new one changes the test sets' answers.
+  if [ ${#oos_dev[@]} -eq 0 ]; then
+    log "stage 3: no $data_dir/$dev_oos_set: no open-set operating point (every answer is" \
+      "one of the model's languages)"
+  elif [ -f "$model_dir/openset.json" ] && ! $rescore; then
+    log "stage 3: $model_dir/openset.json exists; skipping (use --force)"
+  else
+    run_logged "$model_dir/log/openset_fit.log" lre openset fit --model-dir "$model_dir" \
+      --dev "$feat_data/$dev_set" --dev-oos "$feat_data/$dev_oos_set" --seed "$seed"
     rescore=true
   fi
   for s in "${present_tests[@]}"; do
@@ -299,19 +355,31 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
       continue
     fi
     run_logged "$model_dir/log/score_$s.log" lre score --model-dir "$model_dir" \
-      --data "$data_dir/$s" --out "$model_dir/$s"
+      --data "$feat_data/$s" --out "$model_dir/$s"
   done
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   evaluated=()
   for s in "${present_tests[@]}"; do
-    eval_args=(--scores-dir "$model_dir/$s" --data "$data_dir/$s")
+    eval_args=(--scores-dir "$model_dir/$s" --data "$feat_data/$s")
     [ -n "$unknown_threshold" ] && eval_args+=(--unknown-threshold "$unknown_threshold")
+    # A set of other languages, X_oos, is told from the in-set set X of the same kind
+    # (test_oos from test, test_human_oos from test_human).
+    paired=$model_dir/$s
+    if [[ $s == *_oos ]]; then
+      if [ -f "$model_dir/${s%_oos}/scores.tsv" ]; then
+        paired=$model_dir/${s%_oos}
+        eval_args+=(--inset "$paired" "$feat_data/${s%_oos}")
+      else
+        log "stage 4: $s: no scores of ${s%_oos} (add it to the test sets) to tell it from"
+      fi
+    fi
     # The flag holds the arguments of the evaluation; new scores or arguments redo it.
     eval_flag=$model_dir/$s/.evaluated
     if [ -f "$eval_flag" ] && [ -f "$model_dir/$s/results.json" ] && \
        [ "$eval_flag" -nt "$model_dir/$s/scores.tsv" ] && \
+       [ "$eval_flag" -nt "$paired/scores.tsv" ] && \
        [ "$(cat "$eval_flag")" = "${eval_args[*]}" ] && ! $force; then
       log "stage 4: $model_dir/$s/results.json is up to date; skipping (use --force)"
     else

@@ -18,7 +18,7 @@ from lre.utils import LreError, setup_logging
 
 #: Commands whose terminal output is their answer: on the terminal they log warnings and
 #: errors only (``-v``: everything); a ``--log-file`` still gets their INFO lines.
-QUIET_COMMANDS = frozenset({"identify"})
+QUIET_COMMANDS = frozenset({"identify", "segment"})
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,15 +28,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "combine": ("lre.data.datadir", "combine data dirs into one"),
     "subset": ("lre.data.datadir", "copy a subset of a data dir's utterances"),
     "prepare": ("lre.data.corpora", "turn a corpus into Kaldi data dirs"),
-    "features": ("lre.features.stage", "compute features, VAD and utt2num_frames for a data dir"),
+    "features": ("lre.features.stage", "features (fbank, MFCC, encoder states), VAD of a data dir"),
     "augment": ("lre.augment", "make an augmented copy of a training data dir"),
     "train": ("lre.train", "train a language recognition model"),
     "score": ("lre.score", "score a data dir: scores.tsv, llr.tsv, attention.jsonl"),
     "calibrate": ("lre.calibration", "fit score calibration on dev scores"),
+    "openset": ("lre.openset", "fit when to answer 'unknown' on dev and dev_oos"),
     "evaluate": ("lre.evaluate", "metrics, report.md and plots from scores"),
     "identify": ("lre.identify", "identify the language of audio files"),
+    "segment": ("lre.segment", "language turns (where each language is spoken) as RTTM"),
     "plot": ("lre.plots", "plot attention over segments, confusion matrices, DET curves"),
     "export": ("lre.export", "export a trained model to ONNX and TorchScript"),
+    "pretrained": ("lre.pretrained", "assemble and verify a pretrained encoder (whisper-base)"),
 }
 
 

@@ -9,9 +9,16 @@ the audio (attention plots). Writes beside the scores:
   per duration bucket, plus the list of utterances that were not scored. Rates and costs are
   fractions, Cllr in bits; a value that cannot be computed (or is infinite) is ``null``.
   When the scores dir has ``scores_raw.tsv`` (the model's scores before calibration),
-  ``raw`` holds the main figures of those (:data:`RAW_FIGURES`).
+  ``raw`` holds the main figures of those (:data:`RAW_FIGURES`, and C_primary), and
+  ``calibration`` puts the figures calibration is meant to improve (pooled and multi-class
+  Cllr, actual C_primary) calibrated beside raw, naming any that calibration made worse.
+  ``open_set`` holds the figures of the "unknown" answers (the model's operating point,
+  ``openset.tsv`` of ``lre score``, or ``--unknown-threshold``); with ``--inset`` (a set of
+  other languages, e.g. ``test_oos``, against the in-set set ``test``) those of this set's
+  out-of-set utterances against that set's in-set ones.
 - ``report.md``: summary, per-language and confusion tables, open-set figures, the
-  utterances that were not scored, and links to the plots.
+  utterances that were not scored, and links to the plots (a set of other languages only:
+  the open-set figures).
 - ``confusion.png``, ``det.png`` and up to ``max_attention_plots`` ``attention_<utt>.png``.
 
 ``lre evaluate --conditions exp/hgru/test exp/hgru/test_noisy ... [--out exp/hgru]`` combines
@@ -134,8 +141,84 @@ def _align(utts: list[str], langs: list[str], logpost: np.ndarray, llr: np.ndarr
     return _Aligned(eval_utts, lp, lr, labels, scored, missing, unlabelled)
 
 
+@dataclass
+class _OpenAnswers:
+    """The scores dir's open-set answers, aligned like :class:`_Aligned` (``n`` rows).
+
+    ``unknown`` and ``scores`` are None where the answers come from ``--unknown-threshold``
+    or there are none (then the top posterior ranks the utterances).
+    """
+
+    unknown: np.ndarray | None  # (n,) bool
+    scores: np.ndarray | None  # (n,) open-set scores, NaN for unscored utterances
+    operating_point: dict[str, Any] | None
+
+    def take(self, sel: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return (None if self.unknown is None else self.unknown[sel],
+                None if self.scores is None else self.scores[sel])
+
+
+def _open_answers(scores_dir: Path, aligned: _Aligned,
+                  unknown_threshold: float | None) -> _OpenAnswers:
+    """``--unknown-threshold`` when given, else ``openset.tsv`` of ``lre score`` (when the
+    model had an operating point), else none."""
+    from lre.openset import OPENSET_SCORES, read_openset_scores
+
+    if unknown_threshold is not None:
+        return _OpenAnswers(None, None, {"method": "max_posterior",
+                                         "threshold": unknown_threshold,
+                                         "source": "--unknown-threshold"})
+    read = read_openset_scores(scores_dir)
+    if read is None:
+        return _OpenAnswers(None, None, None)
+    table, summary = read
+    lacking = [u for u, s in zip(aligned.utts, aligned.scored, strict=True)
+               if s and u not in table]
+    if lacking:
+        raise LreError(f"{scores_dir / OPENSET_SCORES}: no row for {len(lacking)} scored "
+                       f"utterances (e.g. {lacking[0]}); score the set again")
+    rows = [table.get(u, (math.nan, False)) for u in aligned.utts]
+    return _OpenAnswers(np.array([r[1] for r in rows], dtype=bool),
+                        np.array([r[0] for r in rows], dtype=np.float64), summary)
+
+
+def _paired_open_set(aligned: _Aligned, answers: _OpenAnswers, langs: list[str],
+                     inset: tuple[PathLike, PathLike], unknown_threshold: float | None
+                     ) -> dict[str, Any]:
+    """Open-set figures of this set's out-of-set utterances against the in-set utterances
+    of another scored set of the same model (``inset``: its scores dir and data dir)."""
+    from lre.data.tables import read_table
+    from lre.metrics import open_set_metrics
+
+    in_dir, in_data = Path(inset[0]), Path(inset[1])
+    in_utts, in_langs, in_scores = read_scores(in_dir / "scores.tsv")
+    if in_langs != langs:
+        raise LreError(f"{in_dir / 'scores.tsv'}: languages {' '.join(in_langs)} differ from "
+                       f"{' '.join(langs)}: not scored by the same model")
+    in_logpost = log_softmax(in_scores)
+    paired = _align(in_utts, langs, in_logpost, llr_from_logpost(in_logpost),
+                    read_table(in_data / "utt2lang"), in_data / "utt2lang")
+    in_answers = _open_answers(in_dir, paired, unknown_threshold)
+    a, b = paired.labels >= 0, aligned.labels < 0
+    if (answers.unknown is None) != (in_answers.unknown is None):
+        raise LreError(f"{in_dir}: its open-set answers and this set's come from different "
+                       "operating points (one has openset.tsv, the other not); score both "
+                       "with the same model")
+    unknown = scores = None
+    if answers.unknown is not None:
+        unknown = np.concatenate([in_answers.take(a)[0], answers.take(b)[0]])  # type: ignore
+        scores = np.concatenate([in_answers.take(a)[1], answers.take(b)[1]])  # type: ignore
+    out = open_set_metrics(
+        np.concatenate([paired.logpost[a], aligned.logpost[b]]),
+        np.concatenate([paired.labels[a], aligned.labels[b]]), len(langs), unknown_threshold,
+        scored=np.concatenate([paired.scored[a], aligned.scored[b]]), unknown=unknown,
+        open_scores=scores)
+    return {**out, "inset_scores": str(in_dir), "num_in_set": int(a.sum())}
+
+
 def _duration_buckets(aligned: _Aligned, langs: list[str], utt2dur: Mapping[str, float],
-                      unknown_threshold: float | None, durations_path: Path) -> dict[str, Any]:
+                      unknown_threshold: float | None, durations_path: Path,
+                      answers: _OpenAnswers) -> dict[str, Any]:
     """:func:`compute_metrics` of each duration bucket that has utterances."""
     names = np.array([duration_bucket(utt2dur[u]) if u in utt2dur else ""
                       for u in aligned.utts])
@@ -147,10 +230,12 @@ def _duration_buckets(aligned: _Aligned, langs: list[str], utt2dur: Mapping[str,
     for name in DURATION_BUCKETS:
         sel = names == name
         if sel.any():
+            unknown, scores = answers.take(sel)
             buckets[name] = compute_metrics(aligned.logpost[sel], aligned.labels[sel], langs,
                                             llr=aligned.llr[sel],
                                             unknown_threshold=unknown_threshold,
-                                            scored=aligned.scored[sel])
+                                            scored=aligned.scored[sel], unknown=unknown,
+                                            open_scores=scores)
     return buckets
 
 
@@ -174,7 +259,31 @@ def _raw_figures(path: Path, aligned: _Aligned, langs: list[str]) -> dict[str, A
     logpost[sel] = log_softmax(raw[[row[u] for u in wanted]][:, cols])
     figures = compute_metrics(logpost, aligned.labels, langs, llr=llr_from_logpost(logpost),
                               scored=aligned.scored)
-    return {"scores": str(path), **{key: figures[key] for key in RAW_FIGURES}}
+    return {"scores": str(path), **{key: figures[key] for key in RAW_FIGURES},
+            "nist": {"C_primary": figures["nist"]["C_primary"]}}
+
+
+#: The figures calibration is meant to improve: (key, report.md label, getter).
+_CALIBRATION_FIGURES: tuple[tuple[str, str, Any], ...] = (
+    ("Cllr", "Cllr (bits, pooled)", lambda r: r.get("Cllr")),
+    ("Cllr_mc", "Cllr multi-class (bits)", lambda r: r.get("Cllr_mc")),
+    ("C_primary_act", "C_primary act",
+     lambda r: r.get("nist", {}).get("C_primary", {}).get("actual")),
+)
+
+
+def calibration_effect(results: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"figures": {key: {"calibrated", "raw"}}, "raised": [keys]}``: the figures of
+    :data:`_CALIBRATION_FIGURES` of the calibrated and raw scores, and those that calibration
+    made worse (higher by more than the 1e-4 that the tables' rounding to 6 decimals can
+    make) on this set."""
+    figures = {key: {"calibrated": get(results), "raw": get(raw)}
+               for key, _, get in _CALIBRATION_FIGURES}
+    raised = [key for key, f in figures.items()
+              if f["calibrated"] is not None and f["raw"] is not None
+              and not math.isnan(f["calibrated"]) and not math.isnan(f["raw"])
+              and f["calibrated"] > f["raw"] + 1e-4]
+    return {"figures": figures, "raised": raised}
 
 
 def evaluate(
@@ -183,8 +292,23 @@ def evaluate(
     unknown_threshold: float | None = None,
     plots: bool = True,
     max_attention_plots: int = 3,
+    decoder: Any = None,
+    collar: float = 0.25,
+    inset: tuple[PathLike, PathLike] | None = None,
 ) -> dict[str, Any]:
     """Compute all metrics of a scored set and write results.json, report.md and plots.
+
+    The answers are "unknown" where ``lre score`` said so (``openset.tsv``, the model's
+    operating point), or, with ``unknown_threshold``, where the top posterior is below it.
+    ``inset`` (the scores dir and data dir of another set of the same model, e.g.
+    ``exp/hgru/test`` and ``data/test``) makes the open-set figures those of this set's
+    out-of-set utterances against that set's in-set ones: how a set of other languages
+    (``test_oos``) is told from the test set.
+
+    When the data dir holds a reference RTTM (``ref.rttm``), the language turns are decoded
+    too (``decoder``: :class:`lre.segmentation.DecoderOptions`, default its defaults),
+    written to ``turns.rttm`` and scored (``segmentation`` in results.json, ``collar``
+    seconds either side of each reference boundary not scored).
 
     Returns the results dict (as written to ``results.json``, before NaN -> null).
     """
@@ -214,14 +338,28 @@ def evaluate(
         "missing": aligned.missing,
         "num_unlabelled_scores": len(aligned.unlabelled),
     }
+    answers = _open_answers(scores_dir, aligned, unknown_threshold)
     results.update(compute_metrics(aligned.logpost, aligned.labels, langs, llr=aligned.llr,
-                                   unknown_threshold=unknown_threshold, scored=aligned.scored))
+                                   unknown_threshold=unknown_threshold, scored=aligned.scored,
+                                   unknown=answers.unknown, open_scores=answers.scores))
+    if inset is not None:
+        results["open_set"] = _paired_open_set(aligned, answers, langs, inset,
+                                               unknown_threshold)
+    if "open_set" in results:
+        results["open_set"]["operating_point"] = answers.operating_point
     results["duration_buckets"] = {} if utt2dur is None else _duration_buckets(
-        aligned, langs, utt2dur, unknown_threshold, durations_path)
+        aligned, langs, utt2dur, unknown_threshold, durations_path, answers)
     raw_path = scores_dir / "scores_raw.tsv"
     raw = _raw_figures(raw_path, aligned, langs) if raw_path.exists() else None
     if raw is not None:
         results["raw"] = raw
+        results["calibration"] = calibration_effect(results, raw)
+    from lre.segment import evaluate_segmentation
+
+    segmentation = evaluate_segmentation(scores_dir, data_dir, aligned.utts, decoder, collar,
+                                         plots=2 if plots else 0)
+    if segmentation is not None:
+        results["segmentation"] = segmentation
 
     sel = aligned.scored
     results["plots"] = _write_plots(
@@ -333,8 +471,8 @@ def _fmt(value: Any, scale: float = 1.0, digits: int = 2) -> str:
 _SUMMARY_ROWS: list[tuple[str, Any, float, int]] = [
     ("utterances", lambda r: r["num_utts"], 1.0, 0),
     ("accuracy (%)", lambda r: r["accuracy"], 100.0, 2),
-    ("Cavg x100 (argmax)", lambda r: r["Cavg"], 100.0, 2),
-    ("min-Cavg x100", lambda r: r["minCavg"], 100.0, 2),
+    ("Cavg x100 (argmax, Kaldi lre07)", lambda r: r["Cavg"], 100.0, 2),
+    ("min-Cavg x100 (OLR)", lambda r: r["minCavg"], 100.0, 2),
     ("EER (%, pooled)", lambda r: r["EER"], 100.0, 2),
     ("Cllr (bits, pooled)", lambda r: r["Cllr"], 1.0, 3),
     ("Cllr multi-class (bits)", lambda r: r["Cllr_mc"], 1.0, 3),
@@ -365,7 +503,9 @@ def summary_table(results: Mapping[str, Any]) -> str:
     if "open_set" in results:
         rows = [("open-set accuracy (%)", "accuracy", 100.0),
                 ("OOS false accepts (%)", "oos_false_accept", 100.0),
-                ("in-set Cavg x100 (with unknown)", "Cavg", 100.0)]
+                ("in-set Cavg x100 (with unknown)", "Cavg", 100.0),
+                ("open-set Cavg x100 (OLR)", "Cavg_open", 100.0),
+                ("unknown-detection EER (%)", "unknown_EER", 100.0)]
         for name, key, scale in rows:
             cells = [_fmt(res.get("open_set", {}).get(key), scale) for _, res in columns]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -415,11 +555,52 @@ def _calibration_section(results: Mapping[str, Any]) -> list[str]:
     lines = ["## Calibration", "",
              f"The same figures from the scores before calibration (`{raw['scores']}`).", "",
              "| figure | calibrated | raw |", "|---|---:|---:|"]
-    for name, key, scale, digits in [*_FIGURE_COLUMNS,
-                                     ("Cllr multi-class (bits)", "Cllr_mc", 1.0, 3)]:
+    for name, key, scale, digits in (c for c in _FIGURE_COLUMNS if c[1] != "Cllr"):
         lines.append(f"| {name} | {_fmt(results.get(key), scale, digits)} "
                      f"| {_fmt(raw.get(key), scale, digits)} |")
+    for _, name, get in _CALIBRATION_FIGURES:
+        lines.append(f"| {name} | {_fmt(get(results), 1.0, 3)} | {_fmt(get(raw), 1.0, 3)} |")
+    raised = calibration_effect(results, raw)["raised"]
+    labels = {key: name for key, name, _ in _CALIBRATION_FIGURES}
+    if raised:
+        lines += ["", "**Calibration makes " + ", ".join(labels[k] for k in raised)
+                  + " worse on this set** than the raw scores: the dev set it was fitted on "
+                  "does not match this one."]
     return [*lines, ""]
+
+
+def _open_set_section(o: Mapping[str, Any]) -> list[str]:
+    """report.md's open-set figures (:func:`lre.metrics.open_set_metrics`)."""
+    op = o.get("operating_point")
+    if op:
+        how = (f"\"unknown\" when the {op['method']} score is below {op['threshold']:.6g} "
+               f"({op.get('source', '?')}"
+               + (f"; chosen to reject {op['inset_reject']:.0%} of in-set dev" if
+                  op.get("inset_reject") is not None else "") + ")")
+    else:
+        how = "none: the model always answers one of its languages"
+    against = (f" against the {o['num_in_set']} in-set utterances of `{o['inset_scores']}`"
+               if o.get("inset_scores") else "")
+    return ["## Open set", "",
+            f"Operating point: {how}. Out-of-set utterances: {o['num_out_of_set']}{against}. "
+            "Unknown-detection EER: in-set against out-of-set by the open-set score (the top "
+            "posterior without an operating point); open-set Cavg: the OLR challenges' "
+            "open-set cost, the out-of-set languages one more class (P_target 0.5), of the "
+            "answers and at the best threshold on the log-posteriors (min).", "",
+            *open_set_table(o)]
+
+
+def open_set_table(o: Mapping[str, Any]) -> list[str]:
+    """The lines of the open-set figures' table (and a blank one)."""
+    return ["| figure | value |", "|---|---:|",
+            f"| out-of-set answered unknown (%) | {_fmt(o.get('oos_unknown_rate'), 100)} |",
+            f"| in-set answered right (%) | {_fmt(o['inset_accuracy'], 100)} |",
+            f"| in-set answered unknown (%) | {_fmt(o['inset_unknown_rate'], 100)} |",
+            f"| unknown-detection EER (%) | {_fmt(o.get('unknown_EER'), 100)} |",
+            f"| open-set Cavg x100 (act / min) | {_fmt(o.get('Cavg_open'), 100)} / "
+            f"{_fmt(o.get('minCavg_open'), 100)} |",
+            f"| open-set accuracy (%) | {_fmt(o['accuracy'], 100)} |",
+            f"| in-set Cavg x100 | {_fmt(o['Cavg'], 100)} |", ""]
 
 
 def render_report(results: Mapping[str, Any]) -> str:
@@ -434,10 +615,17 @@ def render_report(results: Mapping[str, Any]) -> str:
     if results["out_of_set_langs"]:
         out.insert(-1, "- out-of-set languages in the test data: "
                    + ", ".join(results["out_of_set_langs"]))
+    if results["num_in_set"] == 0 and "open_set" in results:
+        # Only other languages: the closed-set figures are empty, the open set is all.
+        return "\n".join([*out, *_open_set_section(results["open_set"]),
+                          *_missing_section(results["missing"])]).rstrip() + "\n"
     out += ["## Summary", "",
-            "Accuracy, EER and per-language rates in %; Cavg (Kaldi lre07 / OLR: P_target 0.5, "
-            "C_miss = C_fa = 1) times 100, from argmax decisions and at the best single "
-            "threshold on the log-posteriors; NIST costs normalised (1.0 = reject all) at "
+            "Accuracy, EER and per-language rates in %; Cavg (P_target 0.5, C_miss = C_fa = 1) "
+            "times 100 in two forms: from argmax decisions (each utterance accepts only its "
+            "top language), the figure of Kaldi's lre07 recipe, and min-Cavg, every trial "
+            "accepted above one threshold on the log-posteriors, at the best threshold, as the "
+            "OLR challenge's scoring script reports it (a minimum over a grid of thresholds; "
+            "exact here); NIST costs normalised (1.0 = reject all) at "
             "Bayes thresholds log((1-P)/P) on the llrs (act) and at the best threshold (min); "
             "C_primary = their mean over P = 0.5 and 0.1; Cllr in bits (0 = perfect, "
             "1 = uninformative for pooled Cllr, log2(N) for multi-class).", "",
@@ -462,29 +650,27 @@ def render_report(results: Mapping[str, Any]) -> str:
             out += [f"### {item['utt']} ({item['why']})", "",
                     f"![attention of {item['utt']}]({item['file']})", ""]
     if "open_set" in results:
-        o = results["open_set"]
-        thr = o["unknown_threshold"]
-        thr_text = thr if thr is not None else "none (always answers a language)"
-        out += ["## Open set", "",
-                f"Unknown threshold: {thr_text}; out-of-set utterances: {o['num_out_of_set']}.", "",
-                "| figure | value |", "|---|---:|",
-                f"| open-set accuracy (%) | {_fmt(o['accuracy'], 100)} |",
-                f"| out-of-set false accepts (%) | {_fmt(o['oos_false_accept'], 100)} |",
-                f"| in-set accuracy (%) | {_fmt(o['inset_accuracy'], 100)} |",
-                f"| in-set answered unknown (%) | {_fmt(o['inset_unknown_rate'], 100)} |",
-                f"| in-set Cavg x100 | {_fmt(o['Cavg'], 100)} |", ""]
-    missing = results["missing"]
-    if missing:
-        shown = missing[:MAX_LISTED_MISSING]
-        more = len(missing) - len(shown)
-        out += ["## Utterances without scores", "",
-                f"{len(missing)} utterance(s) of utt2lang have no row in scores.tsv; they count as "
-                "errors (no language answered).", "",
-                *[f"- `{u}`" for u in shown]]
-        if more:
-            out.append(f"- ... and {more} more (all listed in results.json)")
-        out.append("")
+        out += _open_set_section(results["open_set"])
+    if "segmentation" in results:
+        from lre.segment import segmentation_report
+
+        out += segmentation_report(results["segmentation"])
+    out += _missing_section(results["missing"])
     return "\n".join(out).rstrip() + "\n"
+
+
+def _missing_section(missing: Sequence[str]) -> list[str]:
+    if not missing:
+        return []
+    shown = missing[:MAX_LISTED_MISSING]
+    more = len(missing) - len(shown)
+    out = ["## Utterances without scores", "",
+           f"{len(missing)} utterance(s) of utt2lang have no row in scores.tsv; they count as "
+           "errors (no language answered).", "",
+           *[f"- `{u}`" for u in shown]]
+    if more:
+        out.append(f"- ... and {more} more (all listed in results.json)")
+    return [*out, ""]
 
 
 # ----------------------------------------------------------------------------------------
@@ -533,7 +719,17 @@ def _condition_entry(set_dir: Path, out_dir: Path, res: Mapping[str, Any]) -> di
     entry.update({key: res.get(key) for key in RAW_FIGURES})
     if res.get("raw"):
         entry["raw"] = {key: res["raw"].get(key) for key in RAW_FIGURES}
+    if res.get("open_set"):
+        entry["open_set"] = {key: res["open_set"].get(key) for _, key in _OPEN_COLUMNS}
     return entry
+
+
+#: (column name, results.json open_set key) of the conditions table, when a set has them.
+_OPEN_COLUMNS: list[tuple[str, str]] = [
+    ("in-set unknown (%)", "inset_unknown_rate"),
+    ("OOS unknown (%)", "oos_unknown_rate"),
+    ("unknown EER (%)", "unknown_EER"),
+]
 
 
 def conditions_out_dir(set_dirs: Sequence[PathLike]) -> Path:
@@ -580,8 +776,10 @@ def conditions_table(combined: Mapping[str, Any]) -> str:
     conditions = combined["conditions"]
     any_raw = any(c.get("raw") for c in conditions.values())
     suffix = " cal / raw" if any_raw else ""
-    lines = ["| condition | utts | " + " | ".join(name + suffix for name, *_ in _FIGURE_COLUMNS)
-             + " |", "|---|" + "---:|" * (len(_FIGURE_COLUMNS) + 1)]
+    open_cols = _OPEN_COLUMNS if any(c.get("open_set") for c in conditions.values()) else []
+    names = [name + suffix for name, *_ in _FIGURE_COLUMNS] + [name for name, _ in open_cols]
+    lines = ["| condition | utts | " + " | ".join(names) + " |",
+             "|---|" + "---:|" * (len(names) + 1)]
     for name, c in conditions.items():
         cells = [_fmt(c["num_utts"], 1.0, 0)]
         for _, key, scale, digits in _FIGURE_COLUMNS:
@@ -589,6 +787,7 @@ def conditions_table(combined: Mapping[str, Any]) -> str:
             if c.get("raw"):
                 cell += " / " + _fmt(c["raw"].get(key), scale, digits)
             cells.append(cell)
+        cells += [_fmt((c.get("open_set") or {}).get(key), 100.0) for _, key in open_cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -597,8 +796,9 @@ def render_conditions_report(combined: Mapping[str, Any],
                              per_set: Mapping[str, Mapping[str, Any]]) -> str:
     """report.md of the conditions: their table, then each one's per-language table."""
     out = ["# Language recognition results by test condition", "",
-           "Accuracy, EER in %; Cavg (Kaldi lre07 / OLR: P_target 0.5, C_miss = C_fa = 1) "
-           "times 100, from argmax decisions, and min-Cavg at the best single threshold; "
+           "Accuracy, EER in %; Cavg (P_target 0.5, C_miss = C_fa = 1) times 100 from argmax "
+           "decisions (Kaldi lre07's figure), and min-Cavg at the best single threshold on "
+           "the log-posteriors (the OLR challenge's figure); "
            "EER and Cllr pooled over languages, Cllr in bits. Where a cell holds two "
            "figures, the first is of the calibrated scores, the second of the raw ones.", "",
            conditions_table(combined)]
@@ -606,8 +806,12 @@ def render_conditions_report(combined: Mapping[str, Any],
         res = per_set[name]
         out += [f"## {name}", "",
                 f"{c['num_utts']} utterances of `{c['data']}`; full report: "
-                f"[{c['report']}]({c['report']}).", "",
-                _per_language_table(res)]
+                f"[{c['report']}]({c['report']}).", ""]
+        if res.get("num_in_set", 1) == 0 and res.get("open_set"):
+            out += ["Languages the model does not know only:", "",
+                    *open_set_table(res["open_set"])]
+        else:
+            out.append(_per_language_table(res))
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -621,8 +825,13 @@ def cli_evaluate_args(parser: argparse.ArgumentParser) -> None:
                         help="dir with scores.tsv (and llr.tsv, attention.jsonl) from lre score")
     parser.add_argument("--data", help="the scored data dir (utt2lang, utt2dur)")
     parser.add_argument("--unknown-threshold", type=float, default=None,
-                        help="answer 'unknown' when the top posterior is below this; adds "
-                             "open-set figures")
+                        help="answer 'unknown' when the top posterior is below this "
+                             "(instead of the answers of the model's open-set operating point, "
+                             "openset.tsv); adds open-set figures")
+    parser.add_argument("--inset", nargs=2, metavar=("SCORES_DIR", "DATA_DIR"), default=None,
+                        help="open-set figures of this set's out-of-set utterances against the "
+                             "in-set ones of another set of the same model, e.g. "
+                             "--inset exp/hgru/test data/test for test_oos")
     parser.add_argument("--no-plots", action="store_true", help="write no plots")
     parser.add_argument("--attention-plots", type=int, default=3,
                         help="how many utterances' attention to plot (default 3)")
@@ -632,6 +841,13 @@ def cli_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None,
                         help="with --conditions: where results.json and report.md go "
                              "(default: the folder holding the sets)")
+    from lre.segment import add_decoder_arguments
+
+    seg = parser.add_argument_group("language turns (data dirs with a reference ref.rttm)")
+    add_decoder_arguments(seg)
+    seg.add_argument("--collar", type=float, default=0.25,
+                     help="seconds either side of a reference boundary not scored "
+                          "(default %(default)s)")
 
 
 def cli_evaluate(args: argparse.Namespace) -> int:
@@ -646,8 +862,15 @@ def cli_evaluate(args: argparse.Namespace) -> int:
         return 0
     if not args.scores_dir or not args.data:
         raise LreError("give --scores-dir and --data (or --conditions DIR...)")
+    from lre.segment import decoder_options
+
     results = evaluate(args.scores_dir, args.data, unknown_threshold=args.unknown_threshold,
-                       plots=not args.no_plots, max_attention_plots=args.attention_plots)
-    print(summary_table(results), end="")
+                       plots=not args.no_plots, max_attention_plots=args.attention_plots,
+                       decoder=decoder_options(args), collar=args.collar,
+                       inset=tuple(args.inset) if args.inset else None)
+    if results["num_in_set"] == 0 and "open_set" in results:  # other languages only
+        print("\n".join(open_set_table(results["open_set"])), end="")
+    else:
+        print(summary_table(results), end="")
     print(f"report: {Path(args.scores_dir) / 'report.md'}")
     return 0

@@ -5,7 +5,8 @@
 - ``model.onnx``: inputs ``feats (batch, frames, feat_dim)`` float32 and ``lengths (batch,)``
   int64, both batch and frames dynamic; outputs ``logits (batch, langs)``, ``attention
   (batch, segments)``, ``segment_mask (batch, segments)``, ``segment_frames (batch,
-  segments, 2)`` and ``segment_logits (batch, segments, langs)``. Its metadata holds the
+  segments, 2)``, ``segment_logits (batch, segments, langs)`` and ``embedding (batch, dim)``
+  (the utterance vector the open-set scores use). Its metadata holds the
   languages, the model name and config and the SHA-256 of the checkpoint it came from.
 - ``model.ts``: the same function as TorchScript (``torch.jit.load``), metadata in the
   extra file ``lre_meta.json``.
@@ -48,7 +49,10 @@ ONNX_NAME = "model.onnx"
 TORCHSCRIPT_NAME = "model.ts"
 META_FILE = "lre_meta.json"
 INPUT_NAMES = ("feats", "lengths")
-OUTPUT_NAMES = ("logits", "attention", "segment_mask", "segment_frames", "segment_logits")
+OUTPUT_NAMES = ("logits", "attention", "segment_mask", "segment_frames", "segment_logits",
+                "embedding")
+#: model.ts keeps the outputs it has always had (a tuple, read by position).
+TORCHSCRIPT_OUTPUTS = OUTPUT_NAMES[:5]
 OPSET = 17
 CHECK_TOLERANCE = 1e-4
 
@@ -61,8 +65,9 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _wrapper(model: Any):
-    """The model as a function of ``(feats, lengths)`` returning a tuple of tensors."""
+def _wrapper(model: Any, embedding: bool = True):
+    """The model as a function of ``(feats, lengths)`` returning a tuple of tensors: those
+    of :data:`OUTPUT_NAMES`, or without the embedding (:data:`TORCHSCRIPT_OUTPUTS`)."""
     import torch
 
     class ExportedLidModel(torch.nn.Module):
@@ -75,7 +80,13 @@ def _wrapper(model: Any):
             return (out.logits, out.attention, out.segment_mask, out.segment_frames,
                     out.segment_logits)
 
-    return ExportedLidModel(model).eval()
+    class WithEmbedding(ExportedLidModel):
+        def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
+            out = self.model(feats, lengths, with_segments=True)
+            return (out.logits, out.attention, out.segment_mask, out.segment_frames,
+                    out.segment_logits, out.embedding)
+
+    return (WithEmbedding if embedding else ExportedLidModel)(model).eval()
 
 
 def _for_onnx(model: Any) -> Any:
@@ -103,8 +114,9 @@ def _example_inputs(model: Any, feat_dim: int, batch: int, frames: int, seed: in
     return x, lengths
 
 
-def _compare(name: str, ours: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> None:
-    for out_name, a, b in zip(OUTPUT_NAMES, ours, ref, strict=True):
+def _compare(name: str, ours: Sequence[np.ndarray], ref: Sequence[np.ndarray],
+             names: Sequence[str] = OUTPUT_NAMES) -> None:
+    for out_name, a, b in zip(names, ours, ref, strict=True):
         a, b = np.asarray(a), np.asarray(b)
         if a.shape != b.shape:
             raise LreError(f"{name}: output {out_name} has shape {a.shape} on a new input "
@@ -134,8 +146,11 @@ def onnx_bytes(model: Any, feat_dim: int, metadata: dict[str, str], opset: int =
     import onnx
     import torch
 
-    wrapper = _wrapper(_for_onnx(model))
     x, lengths = _example_inputs(model, feat_dim, batch=2, frames=523, seed=0)
+    with torch.no_grad():  # a model without an embedding exports the other outputs
+        embedding = model(x, lengths).embedding is not None
+    names = list(OUTPUT_NAMES if embedding else TORCHSCRIPT_OUTPUTS)
+    wrapper = _wrapper(_for_onnx(model), embedding)
     buf = io.BytesIO()
     dyn = {
         "feats": {0: "batch", 1: "frames"},
@@ -145,13 +160,16 @@ def onnx_bytes(model: Any, feat_dim: int, metadata: dict[str, str], opset: int =
         "segment_mask": {0: "batch", 1: "segments"},
         "segment_frames": {0: "batch", 1: "segments"},
         "segment_logits": {0: "batch", 1: "segments"},
+        "embedding": {0: "batch"},
     }
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 wrapper, (x, lengths), buf, input_names=list(INPUT_NAMES),
-                output_names=list(OUTPUT_NAMES), dynamic_axes=dyn, opset_version=opset,
+                output_names=names, dynamic_axes={k: v for k, v in dyn.items()
+                                                  if k in names or k in INPUT_NAMES},
+                opset_version=opset,
                 dynamo=False, do_constant_folding=True,
             )
     except Exception as e:
@@ -165,8 +183,8 @@ def onnx_bytes(model: Any, feat_dim: int, metadata: dict[str, str], opset: int =
     # Another batch size and length than at export: catches shapes frozen by tracing.
     x2, l2 = _example_inputs(model, feat_dim, batch=3, frames=1234, seed=1)
     session = _session(data, num_threads=1)
-    got = session.run(list(OUTPUT_NAMES), {"feats": x2.numpy(), "lengths": l2.numpy()})
-    _compare("onnx export", got, _reference(_wrapper(model), x2, l2))
+    got = session.run(names, {"feats": x2.numpy(), "lengths": l2.numpy()})
+    _compare("onnx export", got, _reference(_wrapper(model, embedding), x2, l2), names)
     return data
 
 
@@ -175,7 +193,7 @@ def torchscript_module(model: Any, feat_dim: int):
     another batch size and length."""
     import torch
 
-    wrapper = _wrapper(model)
+    wrapper = _wrapper(model, embedding=False)
     x2, l2 = _example_inputs(model, feat_dim, batch=3, frames=1234, seed=1)
     ref = _reference(wrapper, x2, l2)
     errors = []
@@ -189,7 +207,7 @@ def torchscript_module(model: Any, feat_dim: int):
                     x, lengths = _example_inputs(model, feat_dim, batch=2, frames=523, seed=0)
                     ts = torch.jit.trace(wrapper, (x, lengths), check_trace=False)
                 got = [t.cpu().numpy() for t in ts(x2, l2)]
-            _compare(f"torchscript ({how})", got, ref)
+            _compare(f"torchscript ({how})", got, ref, TORCHSCRIPT_OUTPUTS)
             return ts
         except Exception as e:  # scripting fails on plain-Python model code: then trace
             errors.append(f"{how}: {' '.join(str(e).split())[:200]}")
@@ -291,15 +309,21 @@ class OnnxRunner:
         except (KeyError, ValueError) as e:
             raise LreError("model.onnx: no language list in its metadata (not written by "
                            "lre export)") from e
+        #: Files exported before the embedding was an output run without it.
+        self.has_embedding = "embedding" in {o.name for o in self.session.get_outputs()}
         dim = self.metadata.get("feat_dim")
         #: Feature dimension the model takes (None when the metadata does not say).
         self.feat_dim = int(dim) if dim and dim.isdigit() else None
 
     def run(self, feats: Sequence[np.ndarray], timeline: bool = False) -> list[ChunkOutput]:
         batch, lengths = pad_batch(feats)
-        names = list(OUTPUT_NAMES if timeline else OUTPUT_NAMES[:4])
-        outs = self.session.run(names, {"feats": batch, "lengths": lengths})
-        return split_outputs(outs[0], outs[1], outs[2], outs[3], outs[4] if timeline else None)
+        names = list(OUTPUT_NAMES[:5] if timeline else OUTPUT_NAMES[:4])
+        if self.has_embedding:
+            names.append("embedding")
+        outs = dict(zip(names, self.session.run(names, {"feats": batch, "lengths": lengths}),
+                        strict=True))
+        return split_outputs(*(outs[k] for k in OUTPUT_NAMES[:4]), outs.get("segment_logits"),
+                             outs.get("embedding"))
 
 
 def load_onnx_runner(

@@ -17,7 +17,10 @@ and ``lre score`` on a data dir holding it give the same answer.
 
 ``probability``, ``top_k()`` and ``posteriors`` are calibrated when the model dir holds a
 ``calibration.json``; the per-segment timeline posteriors are the model's own (the
-calibration is fitted on whole utterances, not 1 s segments).
+calibration is fitted on whole utterances, not 1 s segments). ``identify(...,
+langs=["en", "de", "fr"])`` (``--langs en,de,fr``) answers among those languages only, their
+posteriors renormalised over them (:mod:`lre.languages`). The terminal output names each
+language by code and English name; JSON keeps the codes.
 """
 
 from __future__ import annotations
@@ -42,7 +45,14 @@ from lre.data.audio_stream import (
     NotStreamable,
     array_to_mono,
 )
-from lre.inference.records import ResultRecord, Segment
+from lre.inference.records import UNKNOWN, ResultRecord, Segment
+from lre.languages import (
+    check_subset,
+    labelled,
+    parse_langs,
+    subset_log_posteriors,
+    subset_result,
+)
 from lre.utils import LreError, error_cause
 
 # The feature pipeline (torch), the model dir and the inference core (scipy) are imported
@@ -51,6 +61,8 @@ if TYPE_CHECKING:
     from lre.inference.chunks import UtteranceResult
     from lre.inference.model_dir import Calibrator
     from lre.inference.runner import ModelInput, ModelRunner
+    from lre.openset import OpenSet
+    from lre.segmentation.decoder import DecoderOptions
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +81,8 @@ class Identifier:
     """Audio -> language posteriors, attention over segments and an optional timeline.
 
     Build it with :meth:`from_pretrained`. ``chunk_seconds`` bounds the audio decoded at once
-    and the voiced speech per model input (None: whole files at once).
+    and the voiced speech per model input (None: whole files at once). With ``openset``
+    (:class:`lre.openset.OpenSet`) the decision is "unknown" where it rejects every language.
     """
 
     def __init__(
@@ -79,6 +92,7 @@ class Identifier:
         feats_config: Any,
         calibrator: Calibrator | None = None,
         chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
+        openset: OpenSet | None = None,
     ) -> None:
         if chunk_seconds is not None and chunk_seconds < 1.0:
             raise LreError(f"chunk_seconds: must be at least 1 s, got {chunk_seconds}")
@@ -88,6 +102,7 @@ class Identifier:
         self.calibrator = calibrator
         self.chunk_seconds = chunk_seconds
         self.sample_rate = int(feats_config.sample_rate)
+        self.openset = openset
 
     @classmethod
     def from_pretrained(
@@ -98,25 +113,31 @@ class Identifier:
         chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
         device: str = "cpu",
         num_threads: int | None = None,
+        unknown_threshold: float | None = None,
     ) -> Identifier:
         """Load a trained model from an experiment dir (as ``lre train`` writes it).
 
         Args:
             exp_dir: holds ``<checkpoint>``, ``feats_config.json`` and optionally
-                ``calibration.json`` and ``model.onnx`` (from ``lre export``).
+                ``calibration.json``, ``openset.json`` (when to answer "unknown",
+                :mod:`lre.openset`) and ``model.onnx`` (from ``lre export``).
             backend: ``"torch"`` or ``"onnx"`` (onnxruntime; uses ``model.onnx`` when it
                 was exported from the same checkpoint, else exports in memory).
             chunk_seconds: longest audio processed at once; None for whole files.
             device: torch device (torch backend).
             num_threads: CPU threads of the onnxruntime session (onnx backend).
+            unknown_threshold: answer "unknown" when the top posterior is below this,
+                instead of ``openset.json``.
         """
         from lre.features.reader import FEATS_CONFIG, load_feats_config
         from lre.inference.model_dir import Calibrator, load_trained_model
+        from lre.openset import load_openset
 
         exp_dir = Path(exp_dir)
         if backend == "torch":
             tm = load_trained_model(exp_dir, checkpoint, device=device)
-            return cls(tm.runner, tm.langs, tm.feats_config, tm.calibrator, chunk_seconds)
+            return cls(tm.runner, tm.langs, tm.feats_config, tm.calibrator, chunk_seconds,
+                       load_openset(exp_dir, unknown_threshold))
         if backend == "onnx":
             from lre.export import load_onnx_runner
 
@@ -126,8 +147,15 @@ class Identifier:
                 raise LreError(f"{exp_dir / 'model.onnx'}: model expects feat_dim="
                                f"{runner.feat_dim} but {exp_dir / FEATS_CONFIG} gives "
                                f"{cfg.feat_dim}")
+            openset = load_openset(exp_dir, unknown_threshold)
+            if openset is not None and openset.needs_embedding and not runner.has_embedding:
+                logger.warning("%s has no embedding output (exported before it had one): "
+                               "the open-set method %s cannot run, so no answer is "
+                               "'unknown'; run lre export again", exp_dir / "model.onnx",
+                               openset.method)
+                openset = None
             return cls(runner, runner.langs, cfg, Calibrator(exp_dir, runner.langs),
-                       chunk_seconds)
+                       chunk_seconds, openset)
         raise LreError(f"backend: unknown {backend!r} (choose torch or onnx)")
 
     # -- inputs ---------------------------------------------------------------------------
@@ -167,11 +195,11 @@ class Identifier:
 
         A stream that ends before its header said is taken as far as it goes (the stream's
         ``num_samples`` and ``duration`` then say how far)."""
-        from lre.features.pipeline import extract_blocks, postprocess
+        from lre.features.pipeline import extract_blocks, num_frames, postprocess
         from lre.inference.runner import ModelInput
 
         cfg = self.feats_config
-        if cfg.kaldi.num_frames(stream.num_samples) == 0:
+        if num_frames(cfg, stream.num_samples) == 0:
             raise LreError(f"{stream.name}: too short for one feature frame")
         block = self.chunk_seconds or stream.num_samples / self.sample_rate + 1.0
         try:
@@ -212,6 +240,8 @@ class Identifier:
         audio: str | os.PathLike | np.ndarray | Any,
         sample_rate: int | None = None,
         timeline: bool = False,
+        turns: DecoderOptions | bool = False,
+        langs: Sequence[str] | None = None,
     ) -> ResultRecord:
         """Identify the language of a file (path or ``cmd |``) or an array of samples.
 
@@ -219,14 +249,22 @@ class Identifier:
             audio: path, or samples ``(samples,)`` / ``(samples, channels)`` (numpy or torch).
             sample_rate: rate of an array (default: the model's); ignored for paths.
             timeline: also give per-segment language posteriors.
+            turns: also give the language turns (``record.turns``), decoded from the
+                timeline with these options (True: the defaults); implies ``timeline``.
+            langs: only these of the model's languages (at least two): the posteriors,
+                and those of the timeline, renormalised over them
+                (:mod:`lre.languages`).
 
         Raises:
-            LreError: unreadable audio, too short, or no speech found.
+            LreError: unreadable audio, too short, or no speech found; a code of
+                ``langs`` that the model does not know.
         """
         from lre.inference.chunks import max_chunk_frames
         from lre.inference.runner import run_utterances
 
         cfg = self.feats_config
+        timeline = timeline or turns is not False
+        subset = None if langs is None else check_subset(langs, self.langs)
         stream = self._open(audio, sample_rate, chunked=self.chunk_seconds is not None)
         try:
             item = self.model_input(stream)
@@ -234,26 +272,57 @@ class Identifier:
                          else max_chunk_frames(self.chunk_seconds, cfg.frame_shift))
             [(_, res)] = run_utterances(self.runner, [item], cfg.frame_shift, cfg.frame_length,
                                         max_chunk, batch_size=1, timeline=timeline)
-            return self._record(stream.name, stream.duration, res, self.stream_warnings(stream))
+            record = self._record(stream.name, stream.duration, res,
+                                  self.stream_warnings(stream), subset)
         finally:
             stream.close()
+        if turns is not False:
+            from lre.segmentation.decoder import record_turns, speech_from_index
+
+            speech = speech_from_index(item.frame_index, cfg.frame_shift, cfg.frame_length)
+            record.turns = record_turns(record, speech, None if turns is True else turns)
+        return record
+
+    def segment(
+        self,
+        audio: str | os.PathLike | np.ndarray | Any,
+        sample_rate: int | None = None,
+        options: DecoderOptions | None = None,
+    ) -> ResultRecord:
+        """Where each language is spoken: :meth:`identify` with the timeline and the
+        language turns (``record.turns``: start, end, language, confidence), none over
+        non-speech. ``options`` are the decoder's (default :class:`DecoderOptions`)."""
+        return self.identify(audio, sample_rate, timeline=True,
+                             turns=options if options is not None else True)
 
     def _record(self, source: str, duration: float, res: UtteranceResult,
-                warnings: Sequence[str] = ()) -> ResultRecord:
+                warnings: Sequence[str] = (), subset: list[str] | None = None) -> ResultRecord:
         log_post = res.log_posteriors
         calibrated = self.calibrator is not None and self.calibrator.active
         if calibrated:
             log_post = self.calibrator(log_post)[0]
-        return ResultRecord.from_result(source, self.langs, log_post, res, duration=duration,
-                                        calibrated=calibrated, warnings=warnings)
+        decision = None
+        if self.openset is not None:  # over all the model's languages, like calibration
+            from lre.openset import OpenSetInputs
+
+            scores = self.openset.scores(OpenSetInputs.from_results([res], log_post[None]))
+            decision = UNKNOWN if self.openset.unknown(scores)[0] else None
+        langs = self.langs
+        if subset is not None:  # after calibration, which is over all the model's languages
+            log_post = subset_log_posteriors(log_post, langs, subset)
+            res, langs = subset_result(res, langs, subset), subset
+        return ResultRecord.from_result(source, langs, log_post, res, duration=duration,
+                                        calibrated=calibrated, warnings=warnings,
+                                        decision=decision)
 
     def identify_many(
-        self, sources: Sequence[str], timeline: bool = False
+        self, sources: Sequence[str], timeline: bool = False,
+        langs: Sequence[str] | None = None,
     ) -> Iterator[tuple[str, ResultRecord | LreError]]:
         """Identify each source in turn; a source that fails yields its error, not a raise."""
         for src in sources:
             try:
-                yield src, self.identify(src, timeline=timeline)
+                yield src, self.identify(src, timeline=timeline, langs=langs)
             except LreError as e:
                 yield src, e
             except Exception as e:  # one bad file must not stop the others
@@ -349,13 +418,15 @@ def attention_bar(segments: Sequence[Segment], width: int = 60) -> tuple[str, fl
 
 
 def format_result(name: str, r: ResultRecord, timeline: bool = False, top_k: int = 5) -> str:
-    """The terminal block of one result."""
+    """The terminal block of one result (languages as code and English name)."""
     duration = r.duration or 0.0
-    lines = [f"{name}  {duration:.2f} s  ->  {r.language}  {r.probability:.3f}"
+    answer = (f"{labelled(r.language)}  {r.probability:.3f}" if r.language != UNKNOWN
+              else "unknown (none of the model's languages)")
+    lines = [f"{name}  {duration:.2f} s  ->  {answer}"
              + ("" if r.calibrated else "  (uncalibrated)")
              + "".join(f"  warning: {w}" for w in r.warnings)]
     ranked = r.top_k(max(1, top_k))
-    best = "  ".join(f"{lang} {p:.3f}" for lang, p in ranked)
+    best = "  ".join(f"{labelled(lang)} {p:.3f}" for lang, p in ranked)
     lines.append(f"  top-{len(ranked)}: {best}")
     if r.segments:
         bar, step = attention_bar(r.segments)
@@ -369,6 +440,11 @@ def format_result(name: str, r: ResultRecord, timeline: bool = False, top_k: int
             best2 = sorted(seg.posteriors.items(), key=lambda kv: -kv[1])[:2]
             lines.append(f"    {seg.start:8.2f}-{seg.end:<8.2f} "
                          + "  ".join(f"{lang} {p:.2f}" for lang, p in best2))
+    if r.turns is not None:
+        from lre.segment import turns_table
+
+        lines.append(f"  turns ({len(r.turns)}):")
+        lines += ["    " + row for row in turns_table(r.turns).splitlines()]
     return "\n".join(lines)
 
 
@@ -393,6 +469,14 @@ def cli_identify_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--timeline", action="store_true",
                         help="add per-segment language posteriors")
+    parser.add_argument("--segments", action="store_true",
+                        help="add the language turns (lre segment's decoder, its defaults)")
+    parser.add_argument("--langs", default=None, metavar="L1,L2,...",
+                        help="only these of the model's languages: posteriors renormalised "
+                             "over them (e.g. en,de,fr)")
+    parser.add_argument("--unknown-threshold", type=float, default=None, metavar="P",
+                        help="answer 'unknown' when the top posterior is below P, instead of "
+                             "the model's open-set operating point (openset.json)")
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     parser.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
                         help="longer files are processed in chunks of this many seconds "
@@ -417,6 +501,9 @@ def identify_files(
     num_threads: int | None = None,
     out=None,
     err=None,
+    segments: bool = False,
+    langs: Sequence[str] | str | None = None,
+    unknown_threshold: float | None = None,
 ) -> int:
     """``lre identify`` as a function: prints results to ``out`` and one line per bad
     file to ``err``. Returns 0 when every input got an answer, else 1."""
@@ -428,14 +515,17 @@ def identify_files(
         torch.set_num_threads(num_threads)
     ident = Identifier.from_pretrained(model, checkpoint=checkpoint, backend=backend,
                                        chunk_seconds=chunk_seconds or None, device=device,
-                                       num_threads=num_threads)
+                                       num_threads=num_threads,
+                                       unknown_threshold=unknown_threshold)
+    # Checked once, before any file: a code the model does not know is the one error.
+    subset = None if langs is None else check_subset(parse_langs(langs) or [], ident.langs)
     sources, errors = expand_inputs(inputs)
     for e in errors:
         print(f"lre identify: {e}", file=err)
     failed = len(errors)
     for src in sources:
         try:
-            res = ident.identify(src.spec, timeline=timeline)
+            res = ident.identify(src.spec, timeline=timeline, turns=segments, langs=subset)
         except Exception as e:  # report, keep going with the others
             if not isinstance(e, LreError):
                 logger.debug("%s", src.spec, exc_info=True)
@@ -469,4 +559,7 @@ def cli_identify(args: argparse.Namespace) -> int:
         chunk_seconds=args.chunk_seconds,
         device=args.device,
         num_threads=args.threads,
+        segments=args.segments,
+        langs=args.langs,
+        unknown_threshold=args.unknown_threshold,
     )

@@ -223,6 +223,10 @@ def per_language_prf(
     """
     from sklearn.metrics import precision_recall_fscore_support
 
+    if len(labels) == 0:  # a set of out-of-set utterances only
+        zeros = np.zeros(num_langs)
+        return {"precision": zeros, "recall": zeros, "f1": zeros,
+                "support": np.zeros(num_langs, dtype=np.int64)}
     p, r, f, s = precision_recall_fscore_support(
         labels, decisions, labels=list(range(num_langs)), zero_division=0
     )
@@ -299,7 +303,7 @@ def average_cost(
 
 
 def cavg(labels: np.ndarray, decisions: np.ndarray, num_langs: int) -> float:
-    """Cavg of the Kaldi lre07 / OLR challenges for hard (argmax) decisions.
+    """Cavg for hard (argmax) decisions: the figure of Kaldi's lre07 recipe.
 
     Each utterance accepts exactly its decided language (none for ``-1``):
     Cavg = 1/N sum_l [0.5 Pmiss(l) + 0.5/(N-1) sum_{m!=l} Pfa(l, m)], a fraction in
@@ -356,20 +360,27 @@ def cost_curve(
     w_miss = np.where(is_target, p_target / (n * counts[lab])[:, None], 0.0)
     fa_scale = (1.0 - p_target) / (n * (n - 1)) if n > 1 else 0.0
     w_fa = np.where(is_target, 0.0, fa_scale / counts[lab][:, None])
-    flat = sub.ravel()
-    order = np.argsort(flat, kind="stable")
-    s_sorted = flat[order]
-    cum_miss = np.concatenate([[0.0], np.cumsum(w_miss.ravel()[order])])
-    cum_fa = np.concatenate([[0.0], np.cumsum(w_fa.ravel()[order])])
+    thr, costs = _sweep(sub.ravel(), w_miss.ravel(), w_fa.ravel(), thresholds)
+    if normalized:
+        costs = costs / p_target
+    return thr, costs
+
+
+def _sweep(scores: np.ndarray, w_miss: np.ndarray, w_fa: np.ndarray,
+           thresholds: np.ndarray | Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted errors of trials ``(T,)`` at each threshold: the ``w_miss`` of the rejected
+    (``score < threshold``) plus the ``w_fa`` of the accepted; every distinct score and +inf
+    when ``thresholds`` is None. One sort gives all thresholds."""
+    order = np.argsort(scores, kind="stable")
+    s_sorted = scores[order]
+    cum_miss = np.concatenate([[0.0], np.cumsum(w_miss[order])])
+    cum_fa = np.concatenate([[0.0], np.cumsum(w_fa[order])])
     if thresholds is None:
         thr = np.concatenate([np.unique(s_sorted), [np.inf]])
     else:
         thr = np.asarray(thresholds, dtype=np.float64)
     below = np.searchsorted(s_sorted, thr, side="left")  # trials with score < threshold
-    costs = cum_miss[below] + (cum_fa[-1] - cum_fa[below])
-    if normalized:
-        costs = costs / p_target
-    return thr, costs
+    return thr, cum_miss[below] + (cum_fa[-1] - cum_fa[below])
 
 
 def min_cavg(
@@ -381,8 +392,10 @@ def min_cavg(
 ) -> tuple[float, float]:
     """Minimum of :func:`cost_curve` over one global threshold -> ``(min cost, threshold)``.
 
-    With the defaults this is the OLR / Kaldi-lre07 min-Cavg (P_target 0.5, not normalised),
-    exact over all thresholds unless ``thresholds`` restricts the search.
+    With the defaults this is the Cavg the OLR challenge's scoring script reports (P_target
+    0.5, not normalised, the minimum over one threshold for all trials; the script searches
+    a grid of thresholds), exact over all thresholds unless ``thresholds`` restricts the
+    search. Kaldi's lre07 figure is the argmax one, :func:`cavg`.
     """
     thr, costs = cost_curve(labels, scores, p_target, normalized, thresholds)
     if np.isnan(costs).all():
@@ -402,6 +415,95 @@ def nist_cavg(labels: np.ndarray, llr: np.ndarray, p_target: float) -> dict[str,
     actual = cavg_at_threshold(labels, llr, bayes, p_target, normalized=True)
     best, thr = min_cavg(labels, llr, p_target, normalized=True)
     return {"actual": actual, "min": best, "min_threshold": thr}
+
+
+# ----------------------------------------------------------------------------------------
+# open-set detection costs
+# ----------------------------------------------------------------------------------------
+
+
+def open_set_cost(labels: np.ndarray, accept: np.ndarray, p_target: float = 0.5) -> float:
+    """Open-set Cavg of an accept matrix, the out-of-set languages being one more class.
+
+    This is the cost of the OLR challenges' open-set tasks (AP18-OLR task 3, AP20-OLR
+    task 2; their scoring script ``computeCavg_unknown.py``): the targets are the N evaluated
+    languages; for each, the non-target classes are the N - 1 other languages and one
+    "unknown" class holding every out-of-set utterance (label ``-1``), so that
+
+        C(l) = P_target Pmiss(l) + (1 - P_target) / N [ sum_{m != l} Pfa(l, m) + Pfa(l, unk) ]
+
+    with Pfa(l, unk) the share of out-of-set utterances whose trial for l is accepted, and
+    Cavg = mean_l C(l) (C_miss = C_fa = 1, not normalised). An "unknown" answer accepts no
+    trial: a miss for an in-set utterance, no false alarm for an out-of-set one. ``accept``
+    is bool ``(utts, langs)``; NaN without in-set or without out-of-set utterances. (The
+    script's targets are every language of its trial list; here, as for every cost in this
+    module, those with test utterances.)
+    """
+    labels = np.asarray(labels)
+    accept = np.asarray(accept, dtype=bool)
+    oos = labels < 0
+    langs_eval, p_miss, p_fa = detection_rates(labels, accept)
+    n = len(langs_eval)
+    if n == 0 or not oos.any():
+        return float("nan")
+    fa_unknown = accept[oos][:, langs_eval].mean(axis=0)
+    cost = p_target * p_miss + (1.0 - p_target) / n * (p_fa.sum(axis=1) + fa_unknown)
+    return float(cost.mean())
+
+
+def open_set_cavg(labels: np.ndarray, decisions: np.ndarray, num_langs: int,
+                  p_target: float = 0.5) -> float:
+    """:func:`open_set_cost` of hard decisions: each utterance accepts its decided language,
+    none when the decision is ``-1`` (unknown, or not scored)."""
+    return open_set_cost(labels, _one_hot(np.asarray(decisions), num_langs), p_target)
+
+
+def open_set_cost_curve(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    p_target: float = 0.5,
+    thresholds: np.ndarray | Sequence[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`open_set_cost` when every trial with ``score >= threshold`` is accepted, as a
+    function of one global threshold -> ``(thresholds, costs)`` (as ``computeCavg_unknown.py``
+    sweeps its 20 bins; here every distinct score and +inf). As a weighted count of errors:
+    a missed target trial of language l weighs P / (N n_l); an accepted non-target trial
+    of an utterance of language m weighs (1 - P) / (N^2 n_m), of an out-of-set utterance
+    (1 - P) / (N^2 n_oos). ``scores`` ``(utts, langs)``, e.g. log-posteriors."""
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    langs_eval = evaluated_languages(labels, scores.shape[1])
+    n = len(langs_eval)
+    oos = labels < 0
+    if n == 0 or not oos.any():
+        return np.array([np.inf]), np.array([np.nan])
+    keep = np.isin(labels, langs_eval) | oos
+    lab = labels[keep]
+    sub = scores[keep][:, langs_eval]
+    counts = np.bincount(lab[lab >= 0], minlength=scores.shape[1]).astype(np.float64)
+    per_class = np.where(lab >= 0, counts[np.clip(lab, 0, None)], float(oos.sum()))
+    is_target = lab[:, None] == langs_eval[None, :]
+    w_miss = np.where(is_target, p_target / (n * per_class)[:, None], 0.0)
+    w_fa = np.where(is_target, 0.0, (1.0 - p_target) / (n * n * per_class)[:, None])
+    return _sweep(sub.ravel(), w_miss.ravel(), w_fa.ravel(), thresholds)
+
+
+def min_open_set_cavg(labels: np.ndarray, scores: np.ndarray,
+                      p_target: float = 0.5) -> tuple[float, float]:
+    """Minimum of :func:`open_set_cost_curve` -> ``(min cost, threshold)``: the figure the
+    OLR open-set scoring script reports (exact here, the script searches a grid)."""
+    thr, costs = open_set_cost_curve(labels, scores, p_target)
+    if np.isnan(costs).all():
+        return float("nan"), float("nan")
+    best = int(np.nanargmin(costs))
+    return float(costs[best]), float(thr[best])
+
+
+def unknown_eer(labels: np.ndarray, open_scores: np.ndarray) -> float:
+    """EER of telling in-set utterances (label >= 0) from out-of-set ones (label -1) by an
+    open-set score (higher = more like a language the model knows); NaN without both."""
+    labels = np.asarray(labels)
+    return eer(labels >= 0, np.asarray(open_scores, dtype=np.float64))
 
 
 # ----------------------------------------------------------------------------------------
@@ -568,6 +670,8 @@ def compute_metrics(
     llr: np.ndarray | None = None,
     unknown_threshold: float | None = None,
     scored: np.ndarray | None = None,
+    unknown: np.ndarray | None = None,
+    open_scores: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Every metric for one set of utterances.
 
@@ -581,11 +685,13 @@ def compute_metrics(
         scored: ``(utts,)`` bool, False for utterances the system produced no score for:
             their decision is an error (``-1``); give them flat rows in ``logpost``/``llr``
             so that score-based metrics see "no information" for them.
+        unknown, open_scores: the system's "unknown" answers and open-set scores
+            (:func:`open_set_metrics`).
 
     Returns a JSON-ready dict: ``num_utts``, ``accuracy``, ``Cavg``, ``minCavg``,
     ``minCavg_threshold``, ``nist`` (normalised actual/min Cavg at P_target 0.5 and 0.1 and
     C_primary), ``EER``, ``Cllr``, ``Cllr_mc``, ``per_language``, ``confusion`` and, when
-    out-of-set utterances exist or a threshold is given, ``open_set``.
+    out-of-set utterances exist or unknown answers are given, ``open_set``.
     """
     langs = list(langs)
     n = len(langs)
@@ -629,9 +735,10 @@ def compute_metrics(
             "matrix": cm.tolist(),
         },
     }
-    if unknown_threshold is not None or (~inset).any():
+    if unknown_threshold is not None or unknown is not None or (~inset).any():
         results["open_set"] = open_set_metrics(
-            logpost, labels, n, unknown_threshold, scored=scored
+            logpost, labels, n, unknown_threshold, scored=scored, unknown=unknown,
+            open_scores=open_scores,
         )
     return results
 
@@ -642,33 +749,56 @@ def open_set_metrics(
     num_langs: int,
     unknown_threshold: float | None,
     scored: np.ndarray | None = None,
+    unknown: np.ndarray | None = None,
+    open_scores: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Open-set figures: "unknown" when the top posterior is below ``unknown_threshold``.
+    """Open-set figures of argmax decisions with "unknown" answers.
+
+    The answer is "unknown" where ``unknown`` ``(utts,)`` bool (the system's own answers,
+    e.g. from :mod:`lre.openset`) says so; without it, where the top posterior is below
+    ``unknown_threshold`` (None: never). ``open_scores`` ``(utts,)`` rank utterances from
+    out-of-set to in-set (higher = a known language); default: the top posterior.
 
     - ``accuracy``: share of all utterances answered right (in-set: its language; out-of-set
       (label -1): "unknown"; an unscored utterance is never right).
-    - ``oos_false_accept``: share of out-of-set utterances given a language (NaN if none).
-    - ``inset_accuracy`` and ``inset_unknown_rate``: share of in-set utterances answered right /
-      answered unknown.
+    - ``oos_false_accept`` / ``oos_unknown_rate``: share of out-of-set utterances given a
+      language / answered unknown (NaN if none; an unscored one is neither).
+    - ``inset_accuracy`` and ``inset_unknown_rate``: share of in-set utterances that keep a
+      right answer / are answered unknown.
     - ``Cavg``: argmax-style Cavg over in-set trials, an unknown answer being a miss of the
       true language and no false alarm.
+    - ``Cavg_open``: :func:`open_set_cavg` of the decisions (OLR open-set Cavg, the
+      out-of-set utterances one more class); ``minCavg_open`` its minimum over one threshold
+      on the log-posteriors (:func:`min_open_set_cavg`, the OLR scoring script's figure).
+    - ``unknown_EER``: :func:`unknown_eer` of ``open_scores`` over the scored utterances.
     """
     labels = np.asarray(labels)
     scored = np.ones(len(labels), bool) if scored is None else np.asarray(scored, bool)
-    decisions = open_set_decisions(logpost, unknown_threshold)
+    if unknown is None:
+        decisions = open_set_decisions(logpost, unknown_threshold)
+    else:
+        decisions = argmax_decisions(logpost)
+        decisions[np.asarray(unknown, dtype=bool)] = -1
     unknown = (decisions == -1) & scored  # answered "unknown" (unscored: no answer at all)
     decisions[~scored] = -1
     inset = labels >= 0
     correct = np.where(inset, decisions == labels, unknown)
     oos = ~inset
+    if open_scores is None:
+        open_scores = np.exp(log_softmax(logpost).max(axis=1))
+    open_scores = np.asarray(open_scores, dtype=np.float64)
     return {
         "unknown_threshold": unknown_threshold,
         "num_out_of_set": int(oos.sum()),
         "accuracy": float(correct.mean()) if len(labels) else float("nan"),
         "oos_false_accept": float((decisions[oos] >= 0).mean()) if oos.any() else float("nan"),
+        "oos_unknown_rate": float(unknown[oos].mean()) if oos.any() else float("nan"),
         "inset_accuracy": accuracy(labels[inset], decisions[inset]),
         "inset_unknown_rate": float(unknown[inset].mean()) if inset.any() else float("nan"),
         "Cavg": cavg(labels[inset], decisions[inset], num_langs),
+        "Cavg_open": open_set_cavg(labels, decisions, num_langs),
+        "minCavg_open": min_open_set_cavg(labels, logpost)[0],
+        "unknown_EER": unknown_eer(labels[scored], open_scores[scored]),
     }
 
 

@@ -1,4 +1,5 @@
-"""Plots: attention over segments, confusion matrices, DET curves (``lre plot``).
+"""Plots: attention over segments, confusion matrices, DET curves, language turns
+(``lre plot``).
 
 Every ``*_figure`` function builds and returns a matplotlib ``Figure`` (for tests and
 notebooks); the matching ``plot_*`` function saves it to PNG, SVG or PDF (chosen by the file
@@ -386,6 +387,108 @@ def plot_det(scores: np.ndarray, labels: Sequence[Any], langs: Sequence[str], ou
 
 
 # ----------------------------------------------------------------------------------------
+# language turns
+# ----------------------------------------------------------------------------------------
+
+_LINE_STYLES = ["-", "--", "-.", ":"]
+_SPEECH_ROW = "speech (VAD)"
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+
+def _draw_bands(ax: Any, rows: Sequence[tuple[str, Sequence[Any]]], colour_of: Mapping[str, Any]
+                ) -> None:
+    """One row of turns per ``(name, turns)``, top to bottom, each turn a box labelled with
+    its language (readable without colour); the speech row's boxes go unlabelled."""
+    for y, (name, turns) in enumerate(reversed(rows)):
+        for t in turns:
+            ax.add_patch(matplotlib.patches.Rectangle(
+                (t.start, y + 0.12), t.end - t.start, 0.76, facecolor=colour_of[t.language],
+                edgecolor="black", linewidth=0.8, alpha=0.85))
+            if t.end - t.start > 0.35 and name != _SPEECH_ROW:
+                ax.text((t.start + t.end) / 2, y + 0.5, t.language, ha="center", va="center",
+                        fontsize=9, fontweight="bold", color="black",
+                        bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.6,
+                              "alpha": 0.8})
+    ax.set_yticks([y + 0.5 for y in range(len(rows))], [name for name, _ in reversed(rows)])
+    ax.set_ylim(0, len(rows))
+
+
+def segments_figure(
+    record: ResultRecord,
+    reference: Sequence[Any] | None = None,
+    hypothesis: Sequence[Any] | None = None,
+    speech: np.ndarray | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Per-segment language posteriors of a record over time, with turn bands under them.
+
+    Args:
+        record: a result record whose segments carry posteriors.
+        reference: reference turns (objects with ``start, end, language``), or None.
+        hypothesis: decoded turns (default ``record.turns``).
+        speech: ``(R, 2)`` speech regions in seconds, drawn as a band when given.
+        title: default the record's id.
+
+    The top axes draw one line per language (the :data:`TIMELINE_LANGS` most likely, and
+    every language of a turn), point by point at segment centres, each with its own line
+    style and marker; dotted vertical lines mark the reference switches.
+    """
+    table = record.timeline_array()
+    if table is None:
+        raise LreError(f"record '{record.id}': its segments have no posteriors to plot")
+    post, langs = table
+    hypothesis = record.turns if hypothesis is None else hypothesis
+    named = [t.language for t in (*(reference or ()), *(hypothesis or ()))]
+    order = [langs[i] for i in np.argsort(-post.max(axis=0), kind="stable")]
+    shown = list(dict.fromkeys([*named, *order[:TIMELINE_LANGS]]))
+    colours = plt.get_cmap("tab10").colors
+    colour_of = {lang: colours[k % len(colours)] for k, lang in enumerate(shown)}
+    rows = [(name, turns) for name, turns in (("reference", reference),
+                                              ("decoded", hypothesis)) if turns is not None]
+    if speech is not None:
+        from lre.inference.records import Turn
+
+        colour_of["speech"] = "lightgrey"
+        rows.append((_SPEECH_ROW, [Turn(float(s), float(e), "speech") for s, e in speech]))
+    fig, (ax, ax_b) = plt.subplots(2, 1, figsize=(11, 3.2 + 0.45 * max(len(rows), 1)),
+                                   sharex=True,
+                                   gridspec_kw={"height_ratios": [3.0, 0.45 * max(len(rows), 1)]})
+    centres = np.array([(s.start + s.end) / 2 for s in record.segments])
+    for k, lang in enumerate(shown):
+        if lang not in langs:
+            continue
+        ax.plot(centres, post[:, langs.index(lang)], color=colour_of[lang], lw=1.6,
+                ls=_LINE_STYLES[k % len(_LINE_STYLES)], marker=_MARKERS[k % len(_MARKERS)],
+                ms=4, label=lang)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("P(language)\nper segment")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    if reference:
+        from lre.segmentation.scoring import switches
+
+        for lo, hi in switches(reference):
+            for a in (ax, ax_b):
+                a.axvspan(lo, hi, color="grey", alpha=0.25, lw=0) if hi > lo else \
+                    a.axvline(lo, color="black", ls=":", lw=1.0)
+    _draw_bands(ax_b, rows, colour_of)
+    end = max([record.duration or 0.0, record.segments[-1].end if record.segments else 0.0,
+               *[t.end for _, ts in rows for t in ts]])
+    ax_b.set_xlim(0, end if end > 0 else 1.0)
+    ax_b.set_xlabel("time (s)")
+    fig.suptitle(title or record.id, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_segments(record: ResultRecord, out_path: PathLike, reference: Sequence[Any] | None = None,
+                  hypothesis: Sequence[Any] | None = None, speech: np.ndarray | None = None,
+                  title: str | None = None) -> Path:
+    """Save :func:`segments_figure` to ``out_path`` (.png, .svg or .pdf)."""
+    return save_figure(segments_figure(record, reference, hypothesis, speech, title), out_path)
+
+
+# ----------------------------------------------------------------------------------------
 # lre plot
 # ----------------------------------------------------------------------------------------
 
@@ -417,6 +520,20 @@ def cli_plot_args(parser: argparse.ArgumentParser) -> None:
     att.add_argument("--sample-rate", type=int, default=16000,
                      help="sample rate the audio is read at (default 16000)")
     att.add_argument("--out", required=True, help="output .png, .svg or .pdf")
+    seg = sub.add_parser("segments", help="per-segment posteriors with reference and decoded "
+                                          "language turns",
+                         description="Plot a record's per-segment posteriors with its "
+                                     "language turns (decoded with lre segment's defaults "
+                                     "unless the record or --hyp has them) and the reference.")
+    seg.add_argument("--records", required=True,
+                     help="JSON lines: attention.jsonl, turns.jsonl or lre identify/segment "
+                          "--json output")
+    seg.add_argument("--utt", help="id of the record (needed when the file holds several)")
+    seg.add_argument("--data", help="its data dir: speech regions (vad.scp) and reference "
+                                    "(ref.rttm)")
+    seg.add_argument("--ref", help="reference RTTM (default: the data dir's)")
+    seg.add_argument("--hyp", help="decoded turns as RTTM (default: the record's, else decoded)")
+    seg.add_argument("--out", required=True, help="output .png, .svg or .pdf")
     for kind, what in (("confusion", "confusion-matrix heat map"), ("det", "DET curves")):
         p = sub.add_parser(kind, help=f"{what} of a scored test set")
         p.add_argument("--scores-dir", required=True, help="dir with scores.tsv (and llr.tsv)")
@@ -431,6 +548,8 @@ def cli_plot_args(parser: argparse.ArgumentParser) -> None:
 def cli_plot(args: argparse.Namespace) -> int:
     if args.plot_kind == "attention":
         return _cli_plot_attention(args)
+    if args.plot_kind == "segments":
+        return _cli_plot_segments(args)
     out = args.out or str(Path(args.scores_dir) / f"{args.plot_kind}.png")
     if args.plot_kind == "det":
         use = args.use
@@ -471,6 +590,31 @@ def _cli_plot_attention(args: argparse.Namespace) -> int:
     else:
         raise LreError("lre plot attention needs --attention/--utt/--data or --json/--audio")
     plot_attention_record(record, wave, args.sample_rate, args.out, title=title)
+    print(args.out)
+    return 0
+
+
+def _cli_plot_segments(args: argparse.Namespace) -> int:
+    from lre.segment import data_dir_speech, reference_rttm
+    from lre.segmentation import read_rttm, record_turns
+    from lre.segmentation.rttm import rttm_id
+
+    record = find_record(args.records, args.utt)
+    speech = data_dir_speech(args.data) if args.data else None
+    regions = None if speech is None else speech.get(record.id)
+    ref_path = args.ref or (reference_rttm(args.data) if args.data else None)
+    reference = None
+    if ref_path:
+        reference = read_rttm(ref_path).get(rttm_id(record.id))
+        if reference is None:
+            raise LreError(f"{ref_path}: no turns of '{record.id}'")
+    if args.hyp:
+        hypothesis = read_rttm(args.hyp).get(rttm_id(record.id))
+        if hypothesis is None:
+            raise LreError(f"{args.hyp}: no turns of '{record.id}'")
+    else:
+        hypothesis = record.turns if record.turns is not None else record_turns(record, regions)
+    plot_segments(record, args.out, reference=reference, hypothesis=hypothesis, speech=regions)
     print(args.out)
     return 0
 

@@ -10,8 +10,16 @@ same core ``lre identify`` uses) and writes into ``--out``:
 - ``llr.tsv``: detection log-likelihood ratios from ``scores.tsv`` under flat priors,
   ``llr(l) = log p(x|l) - log( 1/(N-1) sum_{j!=l} p(x|j) )``;
 - ``attention.jsonl``: one result record per utterance (:mod:`lre.inference.records`),
-  segment times in seconds of the utterance's original audio;
+  segment times in seconds of the utterance's original audio, each segment with its own
+  language posteriors (the timeline that ``lre segment`` and stage 4 turn into turns);
+- ``openset.tsv`` and ``openset.json``: each utterance's open-set score and whether it was
+  answered "unknown", and the operating point that decided it (only when the model dir has
+  one, ``openset.json``, or ``--unknown-threshold`` is given; :mod:`lre.openset`);
 - ``score_failed``: utterances that could not be scored, with the reason (only when any).
+
+With ``--langs en,de,fr`` the tables and records hold only those languages, their
+posteriors renormalised over them after calibration (:mod:`lre.languages`); stage 4 then
+counts utterances of the other languages as out-of-set.
 
 Utterances longer than ``max_chunk_seconds`` of voiced speech are cut into equal chunks
 that go through the model separately and are recombined, as in ``lre identify``.
@@ -25,6 +33,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,9 +46,13 @@ from lre.inference.model_dir import (
     check_feats_compatible,
     load_trained_model,
 )
-from lre.inference.records import ResultRecord, write_records
+from lre.inference.records import UNKNOWN, ResultRecord, write_records
 from lre.inference.runner import ModelInput, run_utterances
+from lre.languages import check_subset, parse_langs
 from lre.utils import LreError
+
+if TYPE_CHECKING:
+    from lre.openset import OpenSet
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +62,33 @@ def write_results(
     langs: list[str],
     results: dict[str, UtteranceResult],
     calibrator: Calibrator,
+    subset: list[str] | None = None,
+    openset: OpenSet | None = None,
 ) -> dict[str, Path]:
-    """Write ``scores_raw.tsv``, ``scores.tsv``, ``llr.tsv`` and ``attention.jsonl``."""
+    """Write ``scores_raw.tsv``, ``scores.tsv``, ``llr.tsv`` and ``attention.jsonl``; with
+    ``subset`` (:func:`lre.languages.check_subset`), only those languages' columns,
+    renormalised over them after calibration. With ``openset``, records it rejects are
+    answered "unknown", and ``openset.tsv``/``openset.json`` say why
+    (:func:`lre.openset.write_openset_scores`); the open-set decision is over all the
+    model's languages, before the subset."""
+    from lre.languages import subset_log_posteriors, subset_result
     from lre.metrics import llr_from_logpost, write_scores
+    from lre.openset import OpenSetInputs, write_openset_scores
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     utts = c_sorted(results)
     raw = np.stack([results[u].log_posteriors for u in utts])
     cal = calibrator(raw)
+    open_scores = None if openset is None else openset.scores(
+        OpenSetInputs.from_results([results[u] for u in utts], cal))
+    unknown = (np.zeros(len(utts), dtype=bool) if open_scores is None
+               else openset.unknown(open_scores))
+    write_openset_scores(out_dir, utts, openset, open_scores)
+    if subset is not None:
+        raw, cal = (subset_log_posteriors(v, langs, subset) for v in (raw, cal))
+        results = {u: subset_result(results[u], langs, subset) for u in utts}
+        langs = subset
     paths = {
         "scores_raw": out_dir / "scores_raw.tsv",
         "scores": out_dir / "scores.tsv",
@@ -68,7 +99,8 @@ def write_results(
     write_scores(paths["scores"], utts, langs, cal)
     write_scores(paths["llr"], utts, langs, llr_from_logpost(cal))
     write_records(paths["attention"], (
-        ResultRecord.from_result(u, langs, cal[i], results[u], calibrated=calibrator.active)
+        ResultRecord.from_result(u, langs, cal[i], results[u], calibrated=calibrator.active,
+                                 decision=UNKNOWN if unknown[i] else None)
         for i, u in enumerate(utts)))
     return paths
 
@@ -141,6 +173,32 @@ def _write_failed(out_dir: Path, failed: dict[str, str], total: int) -> None:
         path.unlink()
 
 
+def run_datadir(
+    model: TrainedModel,
+    data_dir: str | os.PathLike,
+    batch_size: int = 32,
+    max_batch_frames: int = 60000,
+    max_chunk_seconds: float = 60.0,
+    timeline: bool = False,
+) -> tuple[dict[str, UtteranceResult], dict[str, str], int]:
+    """The model's result for every utterance of ``data_dir`` whose features can be read
+    -> ``(results, failed (utt -> reason), number of utterances)``."""
+    data_dir = Path(data_dir)
+    cfg = model.feats_config
+    reader = _reader_for(model, data_dir)
+    utts = _longest_first(data_dir, list(reader.feats_scp))
+    failed: dict[str, str] = {}
+    try:
+        results = dict(run_utterances(
+            model.runner, model_inputs(reader, utts, cfg.feat_dim, failed),
+            cfg.frame_shift, cfg.frame_length,
+            max_chunk_frames(max_chunk_seconds, cfg.frame_shift),
+            batch_size=batch_size, max_batch_frames=max_batch_frames, timeline=timeline))
+    finally:
+        reader.close()
+    return results, failed, len(utts)
+
+
 def score_datadir(
     model_dir: str | os.PathLike,
     data_dir: str | os.PathLike,
@@ -150,6 +208,8 @@ def score_datadir(
     max_batch_frames: int = 60000,
     max_chunk_seconds: float = 60.0,
     device: str = "cpu",
+    langs: list[str] | str | None = None,
+    unknown_threshold: float | None = None,
 ) -> ScoreReport:
     """Score every utterance of ``data_dir`` with the model in ``model_dir``.
 
@@ -163,27 +223,30 @@ def score_datadir(
         max_batch_frames: most padded frames (batch x longest) per model call.
         max_chunk_seconds: voiced speech per model input; longer utterances are split
             into equal chunks and recombined.
+        langs: only these of the model's languages (``"en,de"`` or a list): every table
+            and record holds their posteriors renormalised over them.
+        unknown_threshold: answer "unknown" when the top posterior is below this, instead
+            of the model dir's open-set operating point (``openset.json``, when there is
+            one; :mod:`lre.openset`).
 
     Utterances whose features cannot be read, or that have no voiced frame, are
     skipped, logged and listed in ``<out_dir>/score_failed``; the stage fails only when
     nothing could be scored.
     """
+    from lre.openset import load_openset
+
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     model = load_trained_model(model_dir, checkpoint, device=device)
-    cfg = model.feats_config
-    reader = _reader_for(model, data_dir)
-    utts = _longest_first(data_dir, list(reader.feats_scp))
-    failed: dict[str, str] = {}
-    results = dict(run_utterances(
-        model.runner, model_inputs(reader, utts, cfg.feat_dim, failed),
-        cfg.frame_shift, cfg.frame_length, max_chunk_frames(max_chunk_seconds, cfg.frame_shift),
-        batch_size=batch_size, max_batch_frames=max_batch_frames))
-    reader.close()
+    subset = None if langs is None else check_subset(parse_langs(langs) or [], model.langs)
+    openset = load_openset(model_dir, unknown_threshold)
+    # per-segment posteriors in attention.jsonl: stage 4's language turns
+    results, failed, total = run_datadir(model, data_dir, batch_size, max_batch_frames,
+                                         max_chunk_seconds, timeline=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_failed(out_dir, failed, len(utts))
+    _write_failed(out_dir, failed, total)
     if not results:
         raise LreError(f"{data_dir}: no utterance could be scored")
-    paths = write_results(out_dir, model.langs, results, model.calibrator)
+    paths = write_results(out_dir, model.langs, results, model.calibrator, subset, openset)
     logger.info("scored %d utterances into %s%s%s", len(results), out_dir,
                 " (calibrated)" if model.calibrator.active else "",
                 f"; {len(failed)} failed, listed in score_failed" if failed else "")
@@ -202,6 +265,12 @@ def cli_score_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-chunk-seconds", type=float, default=60.0,
                         help="longer utterances are scored in chunks of this much speech")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    parser.add_argument("--langs", default=None, metavar="L1,L2,...",
+                        help="only these of the model's languages: posteriors renormalised "
+                             "over them (e.g. en,de,fr)")
+    parser.add_argument("--unknown-threshold", type=float, default=None, metavar="P",
+                        help="answer 'unknown' when the top posterior is below P, instead of "
+                             "the model dir's open-set operating point (openset.json)")
 
 
 def cli_score(args: argparse.Namespace) -> int:
@@ -214,5 +283,7 @@ def cli_score(args: argparse.Namespace) -> int:
         max_batch_frames=args.max_batch_frames,
         max_chunk_seconds=args.max_chunk_seconds,
         device=args.device,
+        langs=args.langs,
+        unknown_threshold=args.unknown_threshold,
     )
     return 0

@@ -18,13 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "tiny_run"
 GOLDEN_TOL = 1e-6
 # Inputs of evaluate, not its results: where the files lay on the machine that made them.
-_PATH_KEYS = {"scores", "llr", "data", "report", "plots", "out_dir"}
+_PATH_KEYS = {"scores", "llr", "data", "report", "plots", "out_dir", "source"}
 
 # The recipe's corpus and training knobs are pinned, so that the golden outputs change only
 # when the code does, not when the recipe's defaults do.
 TINY_PREPARE = (
     "--langs en,fi,ru --train-per-lang 4 --dev-per-lang 2 --test-per-lang 2 --no-progress "
-    "--train-voice-mix 0"
+    "--train-voice-mix 0 --oos-per-lang 2"
 )
 TINY_TRAIN = (
     "--set train.epochs=2 --set train.progress=false --set model.hidden1=16 "
@@ -55,7 +55,8 @@ def test_run_sh_all_stages_then_rerun_skips(tmp_path: Path) -> None:
     for s in ("train", "dev", "test"):
         for f in ("wav.scp", "utt2lang", "utt2spk", "feats.scp", "vad.scp", "utt2num_frames"):
             assert (data / s / f).stat().st_size > 0, f"{s}/{f}"
-    for f in ("final.pt", "best.pt", "config.yaml", "lang2id", "metrics.csv", "calibration.json"):
+    for f in ("final.pt", "best.pt", "config.yaml", "lang2id", "metrics.csv", "calibration.json",
+              "openset.json"):
         assert (exp / f).exists(), f
     assert (exp / "log" / "train.log").exists()
 

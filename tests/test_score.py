@@ -177,7 +177,9 @@ def test_attention_jsonl(setup):
         assert rec["segments"] and abs(sum(x["weight"] for x in rec["segments"]) - 1) < 2e-3
         duration = len(setup["audio"][rec["id"]]) / SR
         for seg in rec["segments"]:
-            assert set(seg) == {"start", "end", "weight"}
+            assert set(seg) == {"start", "end", "weight", "posteriors"}  # with the timeline
+            assert list(seg["posteriors"]) == LANGS
+            assert abs(sum(seg["posteriors"].values()) - 1) < 2e-4
             assert 0 <= seg["start"] < seg["end"] <= duration + 0.026
 
 

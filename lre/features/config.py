@@ -20,12 +20,13 @@ from typing import Any
 
 from lre.config import merge, unknown_key_error
 from lre.features.cmvn import KALDI_CMVN_DEFAULTS, CmvnOptions
+from lre.features.encoders import ENCODER_KINDS, STATE_SAMPLES, EncoderOptions
 from lre.features.kaldi import KALDI_DEFAULTS, KaldiOptions
 from lre.features.sdc import SdcOptions
 from lre.features.vad import KALDI_VAD_DEFAULTS, VadOptions
 from lre.utils import LreError
 
-FEATURE_KINDS = ("fbank", "mfcc", "mfcc_sdc")
+FEATURE_KINDS = ("fbank", "mfcc", "mfcc_sdc", *ENCODER_KINDS)
 CONFIG_FORMAT = "lre-features-1"
 
 logger = logging.getLogger(__name__)
@@ -50,8 +51,11 @@ _UNSUPPORTED_OPTIONS = {
 class FeatureConfig:
     """Everything that defines the features: type, Kaldi options, SDC, VAD and CMVN.
 
-    ``kind``: ``"fbank"``, ``"mfcc"`` or ``"mfcc_sdc"``. ``FeatureConfig()`` is the shipped
-    default, identical to ``features/fbank.conf`` + ``vad.conf`` + ``cmvn.conf``.
+    ``kind``: ``"fbank"``, ``"mfcc"``, ``"mfcc_sdc"``, or a pretrained encoder's states:
+    ``"whisper"`` (faster-whisper) or ``"transformers"``, set by ``encoder`` (see
+    :mod:`lre.features.encoders`; 20 ms frames, VAD on the same grid). ``FeatureConfig()``
+    is the shipped default, identical to ``features/fbank.conf`` + ``vad.conf`` +
+    ``cmvn.conf``.
     """
 
     kind: str = "fbank"
@@ -59,11 +63,15 @@ class FeatureConfig:
     sdc: SdcOptions = SdcOptions()
     vad: VadOptions = VadOptions()
     cmvn: CmvnOptions = CmvnOptions()
+    encoder: EncoderOptions = EncoderOptions()
 
     def __post_init__(self) -> None:
         if self.kind not in FEATURE_KINDS:
             raise LreError(f"feature type '{self.kind}' is not one of {', '.join(FEATURE_KINDS)}")
-        self.kaldi.check(self.kind)
+        if self.is_encoder:
+            self.encoder.check(self.kind)
+        else:
+            self.kaldi.check(self.kind)
         self.sdc.check()
         self.vad.check()
         self.cmvn.check()
@@ -71,8 +79,15 @@ class FeatureConfig:
     # -- derived -----------------------------------------------------------------------
 
     @property
+    def is_encoder(self) -> bool:
+        """States of a pretrained encoder rather than Kaldi features."""
+        return self.kind in ENCODER_KINDS
+
+    @property
     def feat_dim(self) -> int:
-        """Columns of the stored feature matrix."""
+        """Columns of the stored feature matrix (an encoder's: known once it is loaded)."""
+        if self.is_encoder:
+            return self.encoder.dim
         k = self.kaldi
         if self.kind == "fbank":
             return k.num_mel_bins + int(k.use_energy)
@@ -83,11 +98,15 @@ class FeatureConfig:
     @property
     def frame_shift(self) -> float:
         """Seconds between frame starts (frame ``i`` starts at ``i * frame_shift``)."""
+        if self.is_encoder:
+            return STATE_SAMPLES / self.sample_rate
         return self.kaldi.window_shift / self.kaldi.sample_frequency
 
     @property
     def frame_length(self) -> float:
-        """Seconds per frame."""
+        """Seconds per frame (an encoder state is given the 20 ms it starts)."""
+        if self.is_encoder:
+            return self.frame_shift
         return self.kaldi.window_size / self.kaldi.sample_frequency
 
     @property
@@ -148,19 +167,23 @@ class FeatureConfig:
                            f"{', '.join(FEATURE_KINDS)}")
         if sdc_conf is not None and kind != "mfcc_sdc":
             raise LreError(f"{sdc_conf}: SDC needs MFCCs, but {feat_conf} gives {kind}")
-        ceps = [o for o in sdc_opts if o.name == "num-ceps"]
-        kaldi = apply_conf(KALDI_DEFAULTS[kind], opts + ceps, "compute-*-feats")
-        sdc = apply_conf(SdcOptions(), [o for o in sdc_opts if o.name != "num-ceps"],
-                     "add-deltas-sdc")
         vad = (apply_conf(KALDI_VAD_DEFAULTS, read_conf(vad_conf), "compute-vad")
                if vad_conf is not None else VadOptions())
         cmvn = (apply_conf(KALDI_CMVN_DEFAULTS, read_conf(cmvn_conf), "cmvn")
                 if cmvn_conf is not None else CmvnOptions())
+        if kind in ENCODER_KINDS:
+            encoder = apply_conf(EncoderOptions(), opts, f"the {kind} front end")
+            return cls(kind=kind, vad=vad, cmvn=cmvn, encoder=encoder)
+        ceps = [o for o in sdc_opts if o.name == "num-ceps"]
+        kaldi = apply_conf(KALDI_DEFAULTS[kind], opts + ceps, "compute-*-feats")
+        sdc = apply_conf(SdcOptions(), [o for o in sdc_opts if o.name != "num-ceps"],
+                     "add-deltas-sdc")
         return cls(kind=kind, kaldi=kaldi, sdc=sdc, vad=vad, cmvn=cmvn)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (``feats_config.json``); derived sizes are included for readers."""
-        return {
+        """JSON-ready dict (``feats_config.json``); derived sizes are included for readers.
+        Encoder options are written for encoder kinds only."""
+        d = {
             "format": CONFIG_FORMAT,
             "kind": self.kind,
             "feat_dim": self.feat_dim,
@@ -172,6 +195,9 @@ class FeatureConfig:
             "vad": dataclasses.asdict(self.vad),
             "cmvn": dataclasses.asdict(self.cmvn),
         }
+        if self.is_encoder:
+            d["encoder"] = dataclasses.asdict(self.encoder)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureConfig:
@@ -182,7 +208,7 @@ class FeatureConfig:
             raise LreError(f"feature config has format {d.get('format')!r}, "
                            f"expected {CONFIG_FORMAT!r}")
         known = ("format", "kind", "feat_dim", "sample_rate", "frame_shift", "frame_length",
-                 "kaldi", "sdc", "vad", "cmvn")
+                 "kaldi", "sdc", "vad", "cmvn", "encoder")
         for key in d:
             if key not in known:
                 raise unknown_key_error("feature config", key, known)
@@ -202,6 +228,7 @@ class FeatureConfig:
             sdc=part("sdc", SdcOptions, SdcOptions()),
             vad=part("vad", VadOptions, VadOptions()),
             cmvn=part("cmvn", CmvnOptions, CmvnOptions()),
+            encoder=part("encoder", EncoderOptions, EncoderOptions()),
         )
         if "feat_dim" in d and int(d["feat_dim"]) != cfg.feat_dim:
             raise LreError(f"feature config says feat_dim={d['feat_dim']} but its options give "
@@ -217,11 +244,11 @@ class FeatureConfig:
 def _kind_from_name(path: Path) -> str:
     stem = path.name.lower()
     for prefix, kind in (("mfcc_sdc", "mfcc_sdc"), ("sdc", "mfcc_sdc"), ("fbank", "fbank"),
-                         ("mfcc", "mfcc")):
+                         ("mfcc", "mfcc"), ("whisper", "whisper")):
         if stem.startswith(prefix):
             return kind
     raise LreError(f"{path}: cannot tell the feature type from the file name; add a line "
-                   f"--feature-type=fbank|mfcc|mfcc_sdc")
+                   f"--feature-type=fbank|mfcc|mfcc_sdc|whisper|transformers")
 
 
 # ----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from lre.features import encoders
 from lre.features.cmvn import sliding_cmn, utterance_cmvn
 from lre.features.config import FeatureConfig
 from lre.features.kaldi import extract_with_energy
@@ -38,9 +39,41 @@ def extract(
     Returns:
         ``(frames, feat_dim)`` float32 and ``(frames,)`` bool (True = voiced). Frame
         ``i`` covers ``[i * frame_shift, i * frame_shift + frame_length)`` seconds.
+        For an encoder front end: its states, in windows of at most 30 s from the start.
     """
+    if config.is_encoder:
+        wave = np.asarray(wave, dtype=np.float32)
+        return extract_blocks(lambda a, b: wave[a:b], len(wave), config)
     feats, energy = extract_with_energy(wave, config, seed)
     return feats, energy_vad(energy, config.vad)
+
+
+def num_frames(config: FeatureConfig, num_samples: int) -> int:
+    """Frames :func:`extract` gives for ``num_samples`` samples (0: too short for one)."""
+    if config.is_encoder:
+        return encoders.num_states(num_samples)
+    if num_samples < config.kaldi.window_size:
+        return 0
+    return config.kaldi.num_frames(num_samples)
+
+
+def _encoder_blocks(
+    read: Callable[[int, int], np.ndarray], num_samples: int, config: FeatureConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`extract_blocks` for an encoder: one encoder window per read."""
+    enc = encoders.load_encoder(config.kind, config.encoder)
+    size = config.encoder.window_samples
+    feats, energy = [], []
+    for start in encoders.window_starts(num_samples, config.encoder):
+        wave = read(start, min(start + size, num_samples))
+        f, e = encoders.encode_window(enc, wave)
+        feats.append(f)
+        energy.append(e)
+        if len(wave) < min(size, num_samples - start):
+            break  # the recording ends early
+    if not feats:
+        return np.zeros((0, enc.dim), np.float32), np.zeros(0, bool)
+    return np.concatenate(feats), energy_vad(np.concatenate(energy), config.vad)
 
 
 def extract_blocks(
@@ -64,8 +97,11 @@ def extract_blocks(
         What :func:`extract` gives on the samples that are there, all at once: every block is
         cut on whole frames of the whole recording's framing, and VAD (whose threshold
         depends on the mean energy) and the shifted deltas run on the joined frames. With
-        dither the noise differs from a single call (each block draws its own).
+        dither the noise differs from a single call (each block draws its own). An encoder
+        front end reads one encoder window (at most 30 s) per block instead.
     """
+    if config.is_encoder:
+        return _encoder_blocks(read, num_samples, config)
     kaldi = config.kaldi
     total = kaldi.num_frames(num_samples)
     block = max(1, round(block_seconds / config.frame_shift))

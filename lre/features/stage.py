@@ -29,7 +29,7 @@ import torch
 from lre.data.tables import c_sorted, read_table, write_table
 from lre.features.cmvn import KALDI_CMVN_DEFAULTS
 from lre.features.config import FeatureConfig, apply_conf, read_conf
-from lre.features.pipeline import extract, utterance_seed
+from lre.features.pipeline import extract, num_frames, utterance_seed
 from lre.features.vad import KALDI_VAD_DEFAULTS
 from lre.utils import LreError, atomic_write_text
 
@@ -175,7 +175,8 @@ def _write_job_arks(
 
     tally = _JobTally()
     num_utts = len(dd.utts)
-    min_samples = config.kaldi.window_size
+    # Kaldi's compressed matrices (kSpeechFeature, 1 byte a value) for large encoder states.
+    compression = 2 if config.is_encoder and config.encoder.storage == "compressed" else None
     with open(feats_tmp, "wb") as fark, open(vad_tmp, "wb") as vark:
         for n, (utt, wave) in enumerate(
             # Any length is read; shorter than one frame is rejected below, by name.
@@ -186,8 +187,8 @@ def _write_job_arks(
                 tally.failed[utt] = _reason(utt, str(wave))
                 continue
             tally.audio_seconds += len(wave) / config.sample_rate
-            if config.kaldi.num_frames(len(wave)) == 0 or len(wave) < min_samples:
-                tally.skip(utt, f"shorter than one frame ({len(wave)} samples < {min_samples})")
+            if num_frames(config, len(wave)) == 0:
+                tally.skip(utt, f"shorter than one frame ({len(wave)} samples)")
                 continue
             feats, vad = extract(wave, config, seed=utterance_seed(utt))
             if not vad.any():
@@ -195,7 +196,7 @@ def _write_job_arks(
                 continue
             head = len(utt.encode("utf-8")) + 1  # kaldiio writes "<utt> " first
             tally.feats_lines.append(_scp_line(utt, paths.feats_ark, fark.tell() + head))
-            kaldiio.save_ark(fark, {utt: feats})
+            kaldiio.save_ark(fark, {utt: feats}, compression_method=compression)
             tally.vad_lines.append(_scp_line(utt, paths.vad_ark, vark.tell() + head))
             kaldiio.save_ark(vark, {utt: vad.astype(np.float32)})
             tally.num_frames[utt] = len(feats)
@@ -316,6 +317,9 @@ def compute_features(
             for the others are written first).
     """
     config = FeatureConfig() if config is None else config
+    if config.is_encoder:
+        from lre.features.encoders import resolve
+        config = dataclasses.replace(config, encoder=resolve(config.kind, config.encoder))
     t0 = time.time()
     plan = _plan_stage(Path(data_dir), config, nj, feat_dir, log_dir)
     report = FeatureReport(data_dir=plan.data_dir, num_utts=plan.num_utts, num_done=0)
@@ -413,7 +417,7 @@ def _run_pending_jobs(
                     "%.0f s of audio", result.index, plan.nj, result.seconds,
                     len(m["num_frames"]), len(m["failed"]), m["audio_seconds"])
 
-    if not cmd.strip() or cmd.strip() == "local":
+    if (not cmd.strip() or cmd.strip() == "local") and not plan.config.is_encoder:
         # Local jobs are forked from this process: build the mel banks and run torch's
         # kernels once here, so that no job pays for that set-up again.
         extract(np.random.default_rng(0).standard_normal(

@@ -79,6 +79,8 @@ class UtteranceResult:
         segment_log_posteriors: ``(segments, num_langs)`` per-segment log-posteriors
             (language timeline) or None.
         num_frames: voiced frames seen by the model over all chunks.
+        embedding: ``(dim,)`` the model's utterance vector, combined like the logits, or
+            None when the runner gives none.
     """
 
     logits: np.ndarray
@@ -89,15 +91,16 @@ class UtteranceResult:
     segment_log_posteriors: np.ndarray | None = None
     num_frames: int = 0
     chunks: int = 1
+    embedding: np.ndarray | None = None
 
 
 def combine_chunks(chunks: Sequence[ChunkResult]) -> UtteranceResult:
     """Combine the results of the chunks of one utterance into one result.
 
     Rule: chunk ``c`` with ``n_c`` voiced frames gets weight ``w_c = n_c / sum_j n_j``;
-    the utterance logits are ``sum_c w_c logits_c`` and each segment's attention weight
-    is ``w_c a_{c,k}``, so the weights still sum to 1 and a chunk's share of the decision
-    equals its share of the speech. A chunk with no voiced frame is left out by the
+    the utterance logits (and embedding) are ``sum_c w_c logits_c`` and each segment's
+    attention weight is ``w_c a_{c,k}``, so the weights still sum to 1 and a chunk's share
+    of the decision equals its share of the speech. A chunk with no voiced frame is left out by the
     caller. With one chunk this is the identity: the result equals the model output.
     """
     if not chunks:
@@ -111,6 +114,10 @@ def combine_chunks(chunks: Sequence[ChunkResult]) -> UtteranceResult:
     weights = np.concatenate(
         [s * c.output.attention for s, c in zip(shares, chunks, strict=True)]
     )
+    embedding = None
+    if all(c.output.embedding is not None for c in chunks):
+        embedding = np.asarray(sum(s * c.output.embedding
+                                   for s, c in zip(shares, chunks, strict=True)), np.float64)
     timeline = None
     if all(c.output.segment_logits is not None for c in chunks):
         timeline = log_softmax(
@@ -124,6 +131,7 @@ def combine_chunks(chunks: Sequence[ChunkResult]) -> UtteranceResult:
         segment_log_posteriors=timeline,
         num_frames=total,
         chunks=len(chunks),
+        embedding=embedding,
     )
 
 

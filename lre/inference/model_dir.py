@@ -35,7 +35,7 @@ class Calibrator:
             from lre import calibration as calib
 
             self.calibration = calib.load_calibration(self.path)
-            logger.info("calibration: %s", self.path)
+            logger.info("calibration: %s (%s)", self.path, self.calibration["method"])
 
     @property
     def active(self) -> bool:

@@ -71,6 +71,33 @@ class Segment:
 
 
 @dataclass
+class Turn:
+    """A stretch of speech in one language (``lre segment``; a line of an RTTM file).
+
+    Attributes:
+        start, end: seconds in the original audio.
+        language: the language spoken.
+        confidence: mean posterior of ``language`` over the turn's segments (1.0 for a
+            reference turn).
+    """
+
+    start: float
+    end: float
+    language: str
+    confidence: float = 1.0
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    def to_dict(self, decimals: int = 4) -> dict[str, Any]:
+        """``{"start", "end", "language", "confidence"}``, times to ms."""
+        return {"start": round(float(self.start), 3), "end": round(float(self.end), 3),
+                "language": self.language,
+                "confidence": round(float(self.confidence), decimals)}
+
+
+@dataclass
 class ResultRecord:
     """The answer for one utterance (``lre score``) or file (``lre identify``).
 
@@ -85,6 +112,8 @@ class ResultRecord:
         source: the audio (path or ``cmd |``) when it differs from ``id``.
         warnings: what the answer's user should know about the input, one line each
             (e.g. a file that holds less audio than its header says).
+        turns: the language turns (``lre segment``, ``lre identify --segments``), or None
+            when they were not asked for.
     """
 
     id: str
@@ -96,6 +125,7 @@ class ResultRecord:
     chunks: int = 1
     source: str | None = None
     warnings: list[str] = field(default_factory=list)
+    turns: list[Turn] | None = None
 
     # -- views ----------------------------------------------------------------------------
 
@@ -154,6 +184,8 @@ class ResultRecord:
         d["chunks"] = int(self.chunks)
         if self.warnings:
             d["warnings"] = [str(w) for w in self.warnings]
+        if self.turns is not None:
+            d["turns"] = [t.to_dict(decimals) for t in self.turns]
         return d
 
     @classmethod
@@ -187,6 +219,7 @@ class ResultRecord:
             chunks=int(_number(d.get("chunks", 1), rid, "chunks")),
             source=source,
             warnings=_read_warnings(d, rid),
+            turns=_read_turns(d, rid),
         )
 
     @classmethod
@@ -291,6 +324,25 @@ def _read_warnings(d: Mapping[str, Any], rid: str) -> list[str]:
     if not isinstance(raw, list) or not all(isinstance(w, str) for w in raw):
         raise LreError(f"record '{rid}': 'warnings' is not a list of strings")
     return list(raw)
+
+
+def _read_turns(d: Mapping[str, Any], rid: str) -> list[Turn] | None:
+    raw = d.get("turns")
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise LreError(f"record '{rid}': 'turns' is not a list")
+    turns = []
+    for k, t in enumerate(raw):
+        if not isinstance(t, Mapping) or not isinstance(t.get("language"), str):
+            raise LreError(f"record '{rid}': turn {k} is not an object with a 'language'")
+        for key in ("start", "end"):
+            if key not in t:
+                raise LreError(f"record '{rid}': turn {k} has no '{key}'")
+        turns.append(Turn(_number(t["start"], rid, f"turns[{k}].start"),
+                          _number(t["end"], rid, f"turns[{k}].end"), t["language"],
+                          _number(t.get("confidence", 1.0), rid, f"turns[{k}].confidence")))
+    return turns
 
 
 def _read_segments(d: Mapping[str, Any], rid: str) -> list[Segment]:

@@ -38,12 +38,15 @@ class ChunkOutput:
             model padded the input.
         segment_logits: ``(segments, num_langs)`` per-segment logits, or None when the
             timeline was not asked for.
+        embedding: ``(dim,)`` the model's utterance vector (``ModelOutput.embedding``), or
+            None when the runner has none.
     """
 
     logits: np.ndarray
     attention: np.ndarray
     segment_frames: np.ndarray
     segment_logits: np.ndarray | None = None
+    embedding: np.ndarray | None = None
 
 
 class ModelRunner(Protocol):
@@ -75,6 +78,7 @@ def split_outputs(
     segment_mask: np.ndarray,
     segment_frames: np.ndarray,
     segment_logits: np.ndarray | None,
+    embedding: np.ndarray | None = None,
 ) -> list[ChunkOutput]:
     """Cut batched model outputs into one :class:`ChunkOutput` per input, padding dropped.
 
@@ -84,6 +88,7 @@ def split_outputs(
         segment_mask: ``(batch, segments)`` bool, True for real segments.
         segment_frames: ``(batch, segments, 2)``.
         segment_logits: ``(batch, segments, num_langs)`` or None.
+        embedding: ``(batch, dim)`` or None.
     """
     outs = []
     mask = segment_mask.astype(bool)
@@ -97,6 +102,7 @@ def split_outputs(
                 segment_logits=(
                     None if segment_logits is None else segment_logits[b][m].astype(np.float64)
                 ),
+                embedding=None if embedding is None else embedding[b].astype(np.float64),
             )
         )
     return outs
@@ -120,13 +126,14 @@ class TorchRunner:
         n = torch.from_numpy(lengths).to(self.device)
         with torch.inference_mode():
             out = self.model(x, n, with_segments=timeline)
-            seg_logits = out.segment_logits
+            seg_logits, embedding = out.segment_logits, out.embedding
         return split_outputs(
             out.logits.float().cpu().numpy(),
             out.attention.float().cpu().numpy(),
             out.segment_mask.cpu().numpy(),
             out.segment_frames.cpu().numpy(),
             None if seg_logits is None else seg_logits.float().cpu().numpy(),
+            None if embedding is None else embedding.float().cpu().numpy(),
         )
 
 

@@ -71,6 +71,21 @@ def build_model(name: str, feat_dim: int, num_langs: int,
     return _model_class(name)(feat_dim, num_langs, config)
 
 
+def frame_rate_config(name: str, config: dict[str, Any], frame_shift: float
+                      ) -> dict[str, Any]:
+    """``config`` for ``frame_shift``-second frames: every frame count the config leaves at
+    its default (set for 10 ms frames) becomes the same duration in these frames, so that
+    an HGRU keeps 200 ms windows and 1 s segments on 20 ms encoder states."""
+    cls = _model_class(name)
+    out = dict(config)
+    if abs(frame_shift - 0.01) < 1e-9:
+        return out
+    for key, seconds in cls.FRAME_SECONDS.items():
+        if out.get(key, cls.DEFAULTS[key]) == cls.DEFAULTS[key]:
+            out[key] = max(1, round(seconds / frame_shift))
+    return out
+
+
 def _check_plain(value: Any, where: str) -> None:
     """Only values ``torch.load(weights_only=True)`` reads back may go into a model file."""
     import torch

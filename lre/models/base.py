@@ -30,6 +30,9 @@ class ModelOutput(NamedTuple):
         segment in the input frame sequence (spans are clipped to the utterance length).
     segment_logits: ``(batch, segments, num_langs)`` per-segment logits (0 on padding), only
         when ``forward(..., with_segments=True)``; else None.
+    embedding: ``(batch, dim)`` the utterance vector the classifier reads (the pooled
+        vector of the attention models, the x-vector of the TDNNs): what the open-set
+        scores of :mod:`lre.openset` measure distances in; None for a model that has none.
     """
 
     logits: Tensor
@@ -37,6 +40,7 @@ class ModelOutput(NamedTuple):
     segment_mask: Tensor
     segment_frames: Tensor
     segment_logits: Tensor | None = None
+    embedding: Tensor | None = None
 
 
 class LidModel(nn.Module):
@@ -55,6 +59,8 @@ class LidModel(nn.Module):
 
     name: ClassVar[str] = ""
     DEFAULTS: ClassVar[dict[str, Any]] = {}
+    #: Config keys that count frames, with the seconds their defaults stand for (at 10 ms).
+    FRAME_SECONDS: ClassVar[dict[str, float]] = {}
 
     def __init__(self, feat_dim: int, num_langs: int, config: dict[str, Any] | None = None):
         super().__init__()

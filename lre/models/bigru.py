@@ -38,6 +38,7 @@ class FlatBiGRU(LidModel):
     """
 
     name = "bigru"
+    FRAME_SECONDS: ClassVar[dict[str, float]] = {"block_frames": 1.0}
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "hidden": 256,
         "num_layers": 1,
@@ -94,7 +95,8 @@ class FlatBiGRU(LidModel):
         pooled, weights = self.attention(h, mask)
         _, seg_mask, spans = block_layout(lengths, h.shape[1], self.block_frames)
         block_weights = self._blocks(weights).sum(dim=2)
-        out = ModelOutput(self.classifier(pooled), block_weights, seg_mask, spans)
+        out = ModelOutput(self.classifier(pooled), block_weights, seg_mask, spans,
+                          embedding=pooled)
         return self._add_segment_logits(out, feats, lengths) if with_segments else out
 
     def segment_logits(self, feats: Tensor, lengths: Tensor) -> Tensor:

@@ -49,6 +49,7 @@ class EcapaTDNN(LidModel):
     """
 
     name = "ecapa"
+    FRAME_SECONDS: ClassVar[dict[str, float]] = {"block_frames": 1.0}
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "channels": [512, 512, 512, 512, 1536],
         "kernel_sizes": [5, 3, 3, 3, 1],
@@ -98,11 +99,15 @@ class EcapaTDNN(LidModel):
 
     def _logits(self, x: Tensor, lengths: Tensor) -> Tensor:
         """``x (rows, frames, feat_dim)`` zero beyond ``lengths (rows,)`` (>= 1) -> logits."""
+        return self.output(self._embedding(x, lengths))
+
+    def _embedding(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """The ECAPA embedding ``(rows, embedding)`` of ``x`` as :meth:`_logits` takes it."""
         frames = x.shape[1]
         if frames < self.min_frames:
             x = F.pad(x, (0, 0, 0, self.min_frames - frames))
         relative = lengths.to(x.dtype) / x.shape[1]
-        return self.output(self.encoder(x, lengths=relative).squeeze(1))
+        return self.encoder(x, lengths=relative).squeeze(1)
 
     def _prepare(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         lengths = lengths.to(device=feats.device, dtype=torch.int64).clamp(min=1)
@@ -115,7 +120,8 @@ class EcapaTDNN(LidModel):
         x, lengths = self._prepare(feats, lengths)
         _, mask, spans = block_layout(lengths, feats.shape[1], self.block_frames)
         share = (spans[:, :, 1] - spans[:, :, 0]).to(x.dtype) / lengths[:, None].to(x.dtype)
-        out = ModelOutput(self._logits(x, lengths), share, mask, spans)
+        embedding = self._embedding(x, lengths)
+        out = ModelOutput(self.output(embedding), share, mask, spans, embedding=embedding)
         return self._add_segment_logits(out, feats, lengths) if with_segments else out
 
     def segment_logits(self, feats: Tensor, lengths: Tensor) -> Tensor:

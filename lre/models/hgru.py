@@ -56,6 +56,7 @@ class HGRU(LidModel):
     """
 
     name = "hgru"
+    FRAME_SECONDS: ClassVar[dict[str, float]] = {"window": 0.2, "window_shift": 0.1}
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "window": 20,
         "window_shift": 10,
@@ -168,7 +169,7 @@ class HGRU(LidModel):
         h, mask, spans = self.encode(feats, lengths)
         pooled, weights = self.attention(h, mask)
         seg_logits = self._classify_segments(h, mask) if with_segments else None
-        return ModelOutput(self.classifier(pooled), weights, mask, spans, seg_logits)
+        return ModelOutput(self.classifier(pooled), weights, mask, spans, seg_logits, pooled)
 
     def segment_logits(self, feats: Tensor, lengths: Tensor) -> Tensor:
         """The classifier applied to each level-3 state ``h_k``: ``(batch, segments,

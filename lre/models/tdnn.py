@@ -68,6 +68,7 @@ class XVectorTDNN(LidModel):
     """
 
     name = "tdnn"
+    FRAME_SECONDS: ClassVar[dict[str, float]] = {"block_frames": 1.0}
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "channels": 512,
         "stats_channels": 1500,
@@ -136,7 +137,9 @@ class XVectorTDNN(LidModel):
         stats = self._pool(y, w[:, None, :])[:, 0]
         _, mask, spans = block_layout(lengths, feats.shape[1], self.block_frames)
         share = (spans[:, :, 1] - spans[:, :, 0]).to(y.dtype) / lengths[:, None].to(y.dtype)
-        out = ModelOutput(self._classify(stats), share, mask, spans)
+        xvector = self.segment6(stats)  # the embedding; _classify's first layer
+        out = ModelOutput(self.output(self.segment7(xvector)), share, mask, spans,
+                          embedding=xvector)
         return self._add_segment_logits(out, feats, lengths) if with_segments else out
 
     def segment_logits(self, feats: Tensor, lengths: Tensor) -> Tensor:

@@ -152,12 +152,14 @@ def _use_bf16(dist: Dist, precision: str) -> bool:
     return bf16
 
 
-def _build_model(settings: TrainingConfig, feat_dim: int, num_langs: int) -> torch.nn.Module:
-    from lre.models import build_model
+def _build_model(settings: TrainingConfig, feat_dim: int, num_langs: int,
+                 frame_shift: float = 0.01) -> torch.nn.Module:
+    from lre.models import build_model, frame_rate_config
 
     name = settings.model_name
     try:
-        return build_model(name, feat_dim, num_langs, settings.model_sizes)
+        sizes = frame_rate_config(name, settings.model_sizes, frame_shift)
+        return build_model(name, feat_dim, num_langs, sizes)
     except LreError:
         raise
     except (ValueError, TypeError, KeyError, AssertionError, RuntimeError) as e:
@@ -186,12 +188,13 @@ def _check_runs(model: torch.nn.Module, name: str, feat_dim: int) -> None:
 def _model_and_geometry(settings: TrainingConfig, reader: FeatureReader, num_langs: int
                         ) -> tuple[torch.nn.Module, SegmentGeometry]:
     """The model for the training features, and how it cuts them into segments."""
-    net = _build_model(settings, reader.feat_dim, num_langs)
+    net = _build_model(settings, reader.feat_dim, num_langs, reader.frame_shift)
     _check_runs(net, settings.model_name, reader.feat_dim)
     geometry = net.geometry(reader.frame_shift)
-    logger.info("model %s: %d parameters, segments of %d frames every %d frames",
-                settings.model_name, sum(p.numel() for p in net.parameters()), geometry.span,
-                geometry.hop)
+    logger.info("model %s: %d parameters, segments of %d frames every %d frames (%.2f s every "
+                "%.2f s)", settings.model_name, sum(p.numel() for p in net.parameters()),
+                geometry.span, geometry.hop, geometry.span * geometry.frame_shift,
+                geometry.hop * geometry.frame_shift)
     return net, geometry
 
 

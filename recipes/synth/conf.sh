@@ -2,8 +2,11 @@
 # Training on a machine without GPU: two data-parallel processes (torchrun, gloo) of one
 # thread each use both cores of a 2-core machine, 1.7x the speed of one process.
 cpu_train_nproc=2
-# The test conditions prepare.sh builds beside test (a set whose dir is missing is skipped).
-test_sets="test test_noisy test_reverb test_tel test_human"
+# The test conditions prepare.sh builds beside test (a set whose dir is missing is skipped);
+# test_cs (code-switched recordings) is also scored for its language turns (ref.rttm);
+# test_oos and test_human_oos (languages the model does not know) are told from test and
+# test_human by the open-set operating point that stage 3 fits on dev and dev_oos.
+test_sets="test test_noisy test_reverb test_tel test_human test_cs test_oos test_human_oos"
 # Training on noisy, reverberant and telephone copies beside the originals (4x the data):
 # on the dev conditions 94.5/52.6/61.4/72.6% (clean/noisy/reverb/tel) without, 95.5/81.7/
 # 89.0/95.2% with (and 36 epochs, conf/hgru.yaml); recipes/synth/README.md has the ablation.

@@ -7,7 +7,16 @@
 #   test_tel        telephone: 8 kHz, 300-3400 Hz, mu-law, GSM 06.10 or Opus per utterance
 #   test_human      KTuberling's recorded words (ktuberling-data) of the corpus's languages,
 #   test_human_oos  ... and of every other language (skipped without the package)
-# The conditions draw from seed + 1000, so no draw repeats one of a training augmentation.
+#   test_cs         code-switched recordings: 2-4 test utterances of different languages
+#                   (a quarter in one language), with the reference turns in ref.rttm;
+#                   dev_cs the same from dev, to choose the language-turn decoder's settings
+#   dev_oos         espeak-ng languages the corpus lacks (--oos-dev-langs), spoken by dev's
+#                   voices: to choose when to answer "unknown" (lre openset fit)
+#   test_oos        other such languages (--oos-test-langs) by test's voices: to measure it
+# The conditions draw from seed + 1000 (the code-switched sets from seed + 2000), so no draw
+# repeats one of a training augmentation. The out-of-set sets draw from the corpus's own seed:
+# that gives them dev's and test's voices, and their languages are the corpus's none, so no
+# draw of theirs repeats one of the corpus.
 # Utterances already generated are kept, so an interrupted run continues where it stopped.
 #
 # Usage: recipes/synth/prepare.sh [options] <data-root>
@@ -20,10 +29,17 @@
 #   --utts-per-spk N     utterances per synthetic speaker (default 3)
 #   --min-dur S, --max-dur S   utterance length range in seconds (default 2, 12)
 #   --train-voice-mix N  N generated voice variants for train only (default 0: none)
+#   --train-voices N     N speakers per language in train (default 0: --utts-per-spk rules);
+#                        with --train-per-lang 44, about 5 minutes of 2 voices per language
 #   --no-progress        no progress bar
 #   --ktuberling DIR     KTuberling's sounds (default /usr/share/ktuberling/sounds)
+#   --oos-per-lang N     utterances per language in dev_oos and test_oos (default 30; 0: none)
+#   --oos-dev-langs L,.. languages of dev_oos (default sk,tr,et,is: none of test_oos's nor
+#                        test_human_oos's, so that no test language chose the threshold)
+#   --oos-test-langs L,..  languages of test_oos (default el,nb,bg,hr); a language of the
+#                        corpus is left out of either
 #   --no-conditions      build train, dev and test only
-# Each option also as --name=value; all but the last two are those of `lre prepare synth`
+# Each option also as --name=value; all but the last five are those of `lre prepare synth`
 # (see its -h).
 set -euo pipefail
 
@@ -38,8 +54,12 @@ utts_per_spk=
 min_dur=
 max_dur=
 train_voice_mix=
+train_voices=
 no_progress=false
 ktuberling=/usr/share/ktuberling/sounds
+oos_per_lang=30
+oos_dev_langs=sk,tr,et,is
+oos_test_langs=el,nb,bg,hr
 no_conditions=false
 corpus=    # refused: the corpus is generated here
 # shellcheck source=tools/parse_options.sh
@@ -48,7 +68,7 @@ corpus=    # refused: the corpus is generated here
 . "$(dirname "${BASH_SOURCE[0]}")/../prepare_lib.sh"
 prepare_data_root generated "$@"
 prepare_forward nj seed langs train_per_lang dev_per_lang test_per_lang utts_per_spk \
-  min_dur max_dur train_voice_mix --flags no_progress
+  min_dur max_dur train_voice_mix train_voices --flags no_progress
 find_lre
 command -v espeak-ng >/dev/null || {
   echo "$0: espeak-ng is not installed; run tools/setup.sh (or: sudo apt-get install espeak-ng)" >&2
@@ -74,6 +94,42 @@ augment() {  # augment SET OPTIONS...: a copy of every test utterance into DATA_
 augment test_noisy --noise white,pink,babble --snr 0:15
 augment test_reverb --reverb --rt60 0.3:0.9
 augment test_tel --telephone --tel-codecs mulaw,gsm,opus
+cs_seed=$(( ${seed:-0} + 2000 ))
+"$lre" prepare codeswitch --in "$test_dir" --out "$data_root/test_cs" --seed "$cs_seed"
+if [ -f "$data_root/dev/utt2lang" ]; then
+  "$lre" prepare codeswitch --in "$data_root/dev" --out "$data_root/dev_cs" \
+    --seed "$(( cs_seed + 1 ))"
+fi
+
+[[ $oos_per_lang =~ ^[0-9]+$ ]] || { echo "$0: --oos-per-lang must be a number" >&2; exit 2; }
+corpus_langs=" $(cat "$data_root"/{train,dev,test}/utt2lang 2>/dev/null | cut -d' ' -f2 \
+  | LC_ALL=C sort -u | tr '\n' ' ')"
+prepare_forward nj seed utts_per_spk min_dur max_dur --flags no_progress
+oos_args=(${args[@]+"${args[@]}"})
+oos_set() {  # oos_set SET SPLIT LANGS: the LANGS the corpus lacks, as SPLIT, into DATA_ROOT/SET
+  local set=$1 split=$2 lang keep=()
+  for lang in ${3//,/ }; do
+    if [[ $corpus_langs == *" $lang "* ]]; then
+      echo "$0: $set: $lang is a language of the corpus; left out" >&2
+    else
+      keep+=("$lang")
+    fi
+  done
+  if [ ${#keep[@]} -eq 0 ]; then
+    echo "$0: $set: no language left; not built" >&2
+    return 0
+  fi
+  # Generated under DATA_ROOT/oos (its own WAVs), then moved to its name.
+  "$lre" prepare synth --out "$data_root/oos" --langs "$(IFS=,; echo "${keep[*]}")" \
+    --train-per-lang 0 --dev-per-lang 0 --test-per-lang 0 "--$split-per-lang" "$oos_per_lang" \
+    "${oos_args[@]}"
+  rm -rf "${data_root:?}/$set"
+  mv "$data_root/oos/$split" "$data_root/$set"
+}
+if [ "$oos_per_lang" -gt 0 ]; then
+  oos_set dev_oos dev "$oos_dev_langs"
+  oos_set test_oos test "$oos_test_langs"
+fi
 
 if [ -d "$ktuberling" ]; then
   # The languages of the corpus are the ones a model trained on it knows.

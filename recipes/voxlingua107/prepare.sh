@@ -11,6 +11,8 @@
 #   --no-probe           only check that files exist (no header reads; faster)
 #   --official-dev DIR   the extracted dev.zip (default: CORPUS/dev)
 #   --dev-per-lang N     utterances per language held out as dev, whole videos (default 50)
+#   --dev-split video|utterance  utterance: languages with a single video get some of its
+#                        utterances held out for dev (default video: whole videos only)
 #   --test-per-lang N    held out as test when there is no official dev set (default 50)
 #   --seed N             seed for the held-out videos (default 0)
 # Each option also as --name=value; they are those of `lre prepare voxlingua107` (see its -h).
@@ -26,6 +28,7 @@ min_duration=
 no_probe=false
 official_dev=
 dev_per_lang=
+dev_split=
 test_per_lang=
 seed=
 # shellcheck source=tools/parse_options.sh
@@ -33,7 +36,7 @@ seed=
 # shellcheck source=recipes/prepare_lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../prepare_lib.sh"
 prepare_data_root corpus "$@"
-prepare_forward nj langs lang_map min_duration official_dev dev_per_lang test_per_lang seed \
+prepare_forward nj langs lang_map min_duration official_dev dev_per_lang dev_split test_per_lang seed \
   --flags no_probe
 find_lre
 exec "$lre" prepare voxlingua107 "$corpus" "$data_root" ${args[@]+"${args[@]}"}

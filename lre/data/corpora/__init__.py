@@ -9,6 +9,8 @@
     folders       any corpus laid out as <root>/<lang>/**/*.{wav,flac,mp3,ogg}
     kaldi         an existing Kaldi data dir (copied, checked, utt2lang added)
     ktuberling    KTuberling's recorded words (Debian ktuberling-data): real human speech
+    codeswitch    recordings that switch language, joined from another data dir's
+                  utterances, with a reference RTTM (lre.segmentation.codeswitch)
 
 Each module defines ``HELP``, ``add_arguments(parser)``, ``run(args) -> PrepareReport`` and
 a plain function ``prepare_<corpus>(...)`` that does the work.
@@ -29,6 +31,7 @@ CORPORA: dict[str, str] = {
     "folders": "lre.data.corpora.folders",
     "kaldi": "lre.data.corpora.kaldi",
     "ktuberling": "lre.data.corpora.ktuberling",
+    "codeswitch": "lre.segmentation.codeswitch",
 }
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "cli_prepare",
     "cli_prepare_args",
     "prepare",
+    "prepare_codeswitch",
     "prepare_commonvoice",
     "prepare_fleurs",
     "prepare_folders",

@@ -488,11 +488,14 @@ def plan_jobs(
     out: Path, langs: list[str], counts: dict[str, int], seed: int, utts_per_spk: int,
     min_dur: float, max_dur: float, variants: list[str],
     extra_train_variants: Sequence[str] = (), espeak_path: str | None = None,
+    train_voices: int = 0,
 ) -> list[SynthJob]:
     """Every utterance of the corpus, fully determined by the seed (no audio made yet).
 
     ``extra_train_variants`` join train's share of ``variants``; espeak-ng finds them in the
-    espeak-ng-data under ``espeak_path``.
+    espeak-ng-data under ``espeak_path``. ``train_voices > 0``: train has that many speakers
+    per language (sharing its utterances) instead of one per ``utts_per_spk``; dev and test
+    stay as they are.
     """
     variant_split = partition(variants, seed, "variants")
     variant_split["train"] = variant_split["train"] + list(extra_train_variants)
@@ -509,7 +512,9 @@ def plan_jobs(
         for split in SPLITS:
             split_pool = phrase_split[split]
             for i in range(counts[split]):
-                variant, pitch0, rate0, amp0 = speaker_of(seed, split, lang, i // utts_per_spk,
+                k = (i * train_voices // counts[split] if split == "train" and train_voices
+                     else i // utts_per_spk)
+                variant, pitch0, rate0, amp0 = speaker_of(seed, split, lang, k,
                                                           variant_split[split])
                 spk = speaker_id(lang, variant, pitch0, rate0)
                 utt = f"{spk}-{split}{i:05d}"
@@ -658,6 +663,7 @@ def prepare_synth(
     max_dur: float = 12.0,
     progress: bool = True,
     train_voice_mix: int = 0,
+    train_voices: int = 0,
 ) -> PrepareReport:
     """Synthesize the corpus into ``out/{train,dev,test}`` and ``out/wavs/``.
 
@@ -671,6 +677,8 @@ def prepare_synth(
     langs = list(DEFAULT_LANGS) if not langs else list(dict.fromkeys(langs))
     counts = {"train": train_per_lang, "dev": dev_per_lang, "test": test_per_lang}
     _check_request(langs, counts, utts_per_spk, min_dur, max_dur, train_voice_mix)
+    if not 0 <= train_voices <= train_per_lang:
+        raise LreError(f"train_voices must be in 0..{train_per_lang} (got {train_voices})")
     version, data_dir = espeak_info()
     known_voices = espeak_voices()
     missing = [lang for lang in langs if LANGUAGES[lang][1] not in known_voices]
@@ -687,7 +695,7 @@ def prepare_synth(
         mix_names, espeak_path, mix_info = _setup_voice_mix(
             wav_root, seed, train_voice_mix, data_dir, variants, LANGUAGES[langs[0]][1])
     jobs = plan_jobs(out, langs, counts, seed, utts_per_spk, min_dur, max_dur, variants,
-                     mix_names, espeak_path)
+                     mix_names, espeak_path, train_voices)
     logger.info("synthesizing %d utterances (%s) in %d languages with %d jobs", len(jobs),
                 ", ".join(f"{s} {counts[s]}/lang" for s in SPLITS), len(langs), nj)
     start = time.perf_counter()
@@ -729,6 +737,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="N generated voice variants join train's: a train variant with "
                              "formant frequencies drawn within the train variants' range "
                              "(default %(default)s: none)")
+    parser.add_argument("--train-voices", type=int, default=0, metavar="N",
+                        help="N speakers per language in train, sharing its utterances (a "
+                             "small-corpus setting with --train-per-lang, e.g. 2 voices and "
+                             "44 utterances: about 5 minutes); dev and test are unchanged "
+                             "(default %(default)s: one speaker per --utts-per-spk)")
     parser.add_argument("--nj", type=int, default=2, help="parallel espeak-ng processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -747,4 +760,5 @@ def run(args: argparse.Namespace) -> PrepareReport:
         max_dur=args.max_dur,
         progress=not args.no_progress,
         train_voice_mix=args.train_voice_mix,
+        train_voices=args.train_voices,
     )

@@ -9,7 +9,9 @@ Sets written under OUT:
 
 * ``train``: every training file, minus the held-out videos below;
 * ``dev``: ``--dev-per-lang`` utterances per language held out from training, taken whole
-  videos at a time (no video in both train and dev);
+  videos at a time (no video in both train and dev); a language with a single video has
+  none, unless ``--dev-split utterance``, which holds out some of that video's utterances
+  (at most half) and says so in the log;
 * ``test``: the official dev set (``SRC/dev/<code>/``, or ``--official-dev DIR``) when
   present, else held out from training like ``dev`` (``--test-per-lang``).
 
@@ -49,6 +51,9 @@ _NAME = re.compile(
 )
 _CODE = re.compile(r"^[a-z]{2,3}(?:[-_][A-Za-z0-9]+)*$")  # ISO 639-1/3, maybe with a subtag
 NOT_LANGUAGE_DIRS = {"dev", "test", "train", "eval", "meta", "shards"}
+#: How dev is held out of training: whole videos only, or, for languages with a single
+#: video, some of its utterances (``--dev-split``).
+DEV_SPLITS = ("video", "utterance")
 
 
 def parse_file_name(stem: str) -> tuple[str, str | None, str | None]:
@@ -95,33 +100,53 @@ def scan_language_dirs(root: Path, lang_map: dict[str, str], langs: list[str] | 
     return items, skipped
 
 
-def hold_out(items: list[Utterance], per_lang: int, seed: int,
-             what: str) -> tuple[list[Utterance], list[Utterance]]:
+def hold_out(items: list[Utterance], per_lang: int, seed: int, what: str,
+             by_utterance: bool = False) -> tuple[list[Utterance], list[Utterance]]:
     """Move whole speakers (videos) of each language out of ``items`` until about
-    ``per_lang`` utterances per language are held out. Returns ``(kept, held_out)``."""
+    ``per_lang`` utterances per language are held out; the last video always stays.
+
+    ``by_utterance``: a language with a single video gets some of its utterances held out
+    instead (at most ``per_lang`` and half of them), so that it has dev data at all; those
+    dev utterances then share their video with training ones. Returns ``(kept, held_out)``.
+    """
     if per_lang <= 0:
         return items, []
     by_lang: dict[str, dict[str, list[Utterance]]] = defaultdict(lambda: defaultdict(list))
     for it in items:
         by_lang[it.lang][it.spk].append(it)
-    held: set[str] = set()
+    held: set[str] = set()  # utterance ids
+    alone, split = [], []
     for lang in c_sorted(by_lang):
         speakers = c_sorted(by_lang[lang])
-        if len(speakers) < 2:
-            logger.warning("%s: only %d video(s); nothing held out for %s", lang, len(speakers),
-                           what)
-            continue
         rng = keyed_rng(seed, what, lang)
+        if len(speakers) < 2:
+            utts = by_lang[lang][speakers[0]]
+            take = min(per_lang, len(utts) // 2) if by_utterance else 0
+            if take == 0:
+                alone.append(lang)
+                continue
+            held.update(utts[int(i)].utt for i in rng.permutation(len(utts))[:take])
+            split.append(f"{lang} ({take} of {len(utts)})")
+            continue
         count = 0
         # Never take the last video of a language: training keeps at least one.
         for i in rng.permutation(len(speakers))[: len(speakers) - 1]:
-            spk = speakers[int(i)]
-            held.add(spk)
-            count += len(by_lang[lang][spk])
+            spk_utts = by_lang[lang][speakers[int(i)]]
+            held.update(it.utt for it in spk_utts)
+            count += len(spk_utts)
             if count >= per_lang:
                 break
-    kept = [it for it in items if it.spk not in held]
-    out = [it for it in items if it.spk in held]
+    if split:
+        logger.info("%s: held out by utterance for the languages with a single video: %s; "
+                    "their %s utterances share a video with training ones", what,
+                    ", ".join(split), what)
+    if alone:
+        hint = "; --dev-split utterance holds some of their utterances out" \
+            if what == "dev" and not by_utterance else ""
+        logger.warning("%s: nothing held out for %s (a single video each%s)", what,
+                       ", ".join(alone), hint)
+    kept = [it for it in items if it.utt not in held]
+    out = [it for it in items if it.utt in held]
     return kept, out
 
 
@@ -137,12 +162,16 @@ def prepare_voxlingua107(
     nj: int = 4,
     min_duration: float = 0.1,
     probe: bool = True,
+    dev_split: str = "video",
 ) -> PrepareReport:
     """Write ``out/{train,dev,test}`` from an extracted VoxLingua107 at ``src``.
 
     ``src`` holds the language folders (or a ``train/`` folder holding them) and, when
-    the dev set was extracted there, ``dev/``. See the module doc for the sets.
+    the dev set was extracted there, ``dev/``. See the module doc for the sets;
+    ``dev_split="utterance"`` also holds out dev utterances of single-video languages.
     """
+    if dev_split not in DEV_SPLITS:
+        raise LreError(f"--dev-split: '{dev_split}' is not one of {', '.join(DEV_SPLITS)}")
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise LreError(f"{src}: VoxLingua107 folder not found")
@@ -154,7 +183,11 @@ def prepare_voxlingua107(
     train, skipped_train = scan_language_dirs(train_root, lang_map, langs, "train")
     if not train:
         raise LreError(f"{train_root}: no <language code>/*.wav folders found")
-    train, dev = hold_out(train, dev_per_lang, seed, "dev")
+    train, dev = hold_out(train, dev_per_lang, seed, "dev",
+                          by_utterance=dev_split == "utterance")
+    if not dev and dev_per_lang > 0:
+        raise LreError(f"{train_root}: no language has two videos, so no dev set could be "
+                       "held out by video; use --dev-split utterance")
     test_skipped: list[Skipped] = []
     if dev_root.is_dir():
         test, test_skipped = scan_language_dirs(dev_root, lang_map, langs, "test")
@@ -179,6 +212,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dev-per-lang", type=int, default=50,
                         help="utterances per language held out from training as dev, whole "
                              "videos at a time (default %(default)s)")
+    parser.add_argument("--dev-split", choices=DEV_SPLITS, default="video",
+                        help="video (default): dev takes whole videos, so a language with a "
+                             "single video has no dev data; utterance: such a language gets "
+                             "some of its utterances held out for dev (same video as train)")
     parser.add_argument("--test-per-lang", type=int, default=50,
                         help="like --dev-per-lang, for test when there is no official dev set")
     parser.add_argument("--lang-map", default=None,
@@ -193,4 +230,5 @@ def run(args: argparse.Namespace) -> PrepareReport:
         lang_map=read_map_file(args.lang_map, "language map") if args.lang_map else None,
         dev_per_lang=args.dev_per_lang, test_per_lang=args.test_per_lang, seed=args.seed,
         nj=args.nj, min_duration=args.min_duration, probe=not args.no_probe,
+        dev_split=args.dev_split,
     )
