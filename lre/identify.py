@@ -47,6 +47,7 @@ from lre.data.audio_stream import (
 )
 from lre.inference.records import UNKNOWN, ResultRecord, Segment
 from lre.languages import (
+    add_answer_options,
     check_subset,
     labelled,
     parse_langs,
@@ -471,12 +472,7 @@ def cli_identify_args(parser: argparse.ArgumentParser) -> None:
                         help="add per-segment language posteriors")
     parser.add_argument("--segments", action="store_true",
                         help="add the language turns (lre segment's decoder, its defaults)")
-    parser.add_argument("--langs", default=None, metavar="L1,L2,...",
-                        help="only these of the model's languages: posteriors renormalised "
-                             "over them (e.g. en,de,fr)")
-    parser.add_argument("--unknown-threshold", type=float, default=None, metavar="P",
-                        help="answer 'unknown' when the top posterior is below P, instead of "
-                             "the model's open-set operating point (openset.json)")
+    add_answer_options(parser)
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     parser.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
                         help="longer files are processed in chunks of this many seconds "

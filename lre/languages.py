@@ -14,6 +14,7 @@ over all the model's languages after calibration.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -143,3 +144,14 @@ def subset_result(result: Any, langs: Sequence[str], subset: Sequence[str]) -> A
         result, log_posteriors=subset_log_posteriors(result.log_posteriors, langs, subset),
         segment_log_posteriors=None if seg is None else subset_log_posteriors(seg, langs,
                                                                               subset))
+
+
+def add_answer_options(parser: argparse.ArgumentParser) -> None:
+    """``--langs`` and ``--unknown-threshold``: which answers ``lre identify`` and ``lre
+    score`` may give (one definition for both commands)."""
+    parser.add_argument("--langs", default=None, metavar="L1,L2,...",
+                        help="only these of the model's languages: posteriors renormalised "
+                             "over them (e.g. en,de,fr)")
+    parser.add_argument("--unknown-threshold", type=float, default=None, metavar="P",
+                        help="answer 'unknown' when the top posterior is below P, instead of "
+                             "the model dir's open-set operating point (openset.json)")

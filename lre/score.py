@@ -48,7 +48,7 @@ from lre.inference.model_dir import (
 )
 from lre.inference.records import UNKNOWN, ResultRecord, write_records
 from lre.inference.runner import ModelInput, run_utterances
-from lre.languages import check_subset, parse_langs
+from lre.languages import add_answer_options, check_subset, parse_langs
 from lre.utils import LreError
 
 if TYPE_CHECKING:
@@ -265,12 +265,7 @@ def cli_score_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-chunk-seconds", type=float, default=60.0,
                         help="longer utterances are scored in chunks of this much speech")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
-    parser.add_argument("--langs", default=None, metavar="L1,L2,...",
-                        help="only these of the model's languages: posteriors renormalised "
-                             "over them (e.g. en,de,fr)")
-    parser.add_argument("--unknown-threshold", type=float, default=None, metavar="P",
-                        help="answer 'unknown' when the top posterior is below P, instead of "
-                             "the model dir's open-set operating point (openset.json)")
+    add_answer_options(parser)
 
 
 def cli_score(args: argparse.Namespace) -> int:

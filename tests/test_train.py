@@ -298,7 +298,7 @@ def test_cli_reports_one_line_without_traceback(corpus, tmp_path, capsys):
             in err)
 
 
-@pytest.mark.parametrize("name", ["hgru", "bigru", "tdnn"])
+@pytest.mark.parametrize("name", ["hgru", "bigru", "tdnn", "ecapa"])
 def test_recipe_configs_resolve(name):
     cfg = resolve_config(None, REPO / "recipes" / "synth" / "conf" / f"{name}.yaml")
     assert cfg["model"]["name"] == name and cfg["train"]["epochs"] >= 1

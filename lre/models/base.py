@@ -212,6 +212,11 @@ class AttentionPooling(nn.Module):
         super().__init__()
         self.proj = nn.Linear(input_size, attention_size)
         self.context = nn.Linear(attention_size, 1, bias=False)
+        self.output_size = input_size
+
+    def single_step(self, h: Tensor) -> Tensor:
+        """What pooling one real step ``h (..., input_size)`` alone gives: ``h`` itself."""
+        return h
 
     def scores(self, h: Tensor) -> Tensor:
         """Unnormalised scores ``(batch, steps)`` of ``h (batch, steps, input_size)``."""
@@ -224,6 +229,29 @@ class AttentionPooling(nn.Module):
         weights = masked_softmax(self.scores(h), mask)
         h = torch.where(mask[:, :, None], h, torch.zeros((), dtype=h.dtype, device=h.device))
         return torch.bmm(weights[:, None, :], h).squeeze(1), weights
+
+
+class AttentiveStatsPooling(AttentionPooling):
+    """Attentive statistics pooling (Okabe et al., Interspeech 2018) with the scores of
+    :class:`AttentionPooling`: returns ``[mu, sigma]``, the attention-weighted mean and
+    standard deviation of the real steps, ``(batch, 2 * input_size)``."""
+
+    EPS = 1e-5  # variance floor: sqrt has no finite gradient at 0 (one-step utterances)
+
+    def __init__(self, input_size: int, attention_size: int):
+        super().__init__(input_size, attention_size)
+        self.output_size = 2 * input_size
+
+    def single_step(self, h: Tensor) -> Tensor:
+        """A step pooled alone: mean ``h``, standard deviation ``sqrt(EPS)``."""
+        return torch.cat([h, torch.full_like(h, self.EPS ** 0.5)], dim=-1)
+
+    def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        mean, weights = super().forward(h, mask)
+        h = torch.where(mask[:, :, None], h, torch.zeros((), dtype=h.dtype, device=h.device))
+        second = torch.bmm(weights[:, None, :], h * h).squeeze(1)
+        std = torch.sqrt(torch.clamp(second - mean * mean, min=self.EPS))
+        return torch.cat([mean, std], dim=1), weights
 
 
 def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:

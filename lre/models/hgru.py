@@ -12,6 +12,18 @@ hierarchical gated recurrent unit models", ICASSP 2019. With the default geometr
     attention  a_k = softmax_k(tanh(W h_k + b) . u), padding segments masked out
     pooled     z = sum_k a_k h_k  -> dense ReLU -> linear     -> language logits
 
+Variants (config keys, all off by default in ``HGRU.DEFAULTS``):
+
+- ``front="conv"``: ``front_layers`` 1-D convolutions over frames (``front_channels``,
+  ``front_kernel``; ReLU; the first with ``front_stride``) before level 1. With stride ``s``
+  level 1 runs over every ``s``-th convolved frame (windows of ``window / s`` steps): half
+  the recurrent steps at ``s = 2``.
+  Window, shift and segments stay counted in input frames.
+- ``pooling="stats"``: attentive statistics pooling: ``z = [sum_k a_k h_k, sigma]`` with
+  ``sigma`` the attention-weighted standard deviation of the ``h_k``. A segment scored on
+  its own is the one-segment case: ``[h_k, sqrt(eps)]``.
+- ``layer_norm``: layer normalisation of the window and segment vectors.
+
 Segment k covers windows ``10k .. 10k+9``, i.e. frames ``[100k, 100k + 110)``; segments do
 not overlap in windows. Levels 1 and 2 are each one batched GRU over all windows / segments
 of all utterances; only level 3 runs along an utterance.
@@ -27,6 +39,7 @@ from torch import Tensor, nn
 
 from lre.models.base import (
     AttentionPooling,
+    AttentiveStatsPooling,
     BidirectionalGRU,
     LidModel,
     ModelOutput,
@@ -49,6 +62,11 @@ class HGRU(LidModel):
         attention: size of the attention projection ``W``.
         dense: size of the ReLU layer before the output layer.
         dropout: dropout on window vectors, segment vectors and the dense layer.
+        front, front_layers, front_channels, front_kernel, front_stride: optional
+            convolutional front (``"none"`` or ``"conv"``); ``window`` and ``window_shift``
+            must be multiples of ``front_stride``.
+        pooling: ``"attention"`` (weighted mean) or ``"stats"`` (weighted mean and std).
+        layer_norm: layer-normalise window and segment vectors.
         last_segment_min_fraction: a trailing partial segment is kept when at least this
             share of its frames is real speech (and always when it is the only segment);
             otherwise the frames after the last kept segment are left out. Whole-segment
@@ -68,7 +86,16 @@ class HGRU(LidModel):
         "dense": 512,
         "dropout": 0.1,
         "last_segment_min_fraction": 0.5,
+        "front": "none",
+        "front_layers": 1,
+        "front_channels": 64,
+        "front_kernel": 5,
+        "front_stride": 1,
+        "pooling": "attention",
+        "layer_norm": False,
     }
+    FRONTS: ClassVar[tuple[str, ...]] = ("none", "conv")
+    POOLINGS: ClassVar[tuple[str, ...]] = ("attention", "stats")
 
     def __init__(self, feat_dim: int, num_langs: int, config: dict[str, Any] | None = None):
         super().__init__(feat_dim, num_langs, config)
@@ -79,6 +106,7 @@ class HGRU(LidModel):
                 f"window_shift ({c['window_shift']}) must not exceed window ({c['window']}): "
                 "frames between windows would be ignored")
         require_dropout(self.name, c)
+        self._check_variant(c)
         frac = c["last_segment_min_fraction"]
         require(self.name, 0.0 < frac <= 1.0,
                 f"last_segment_min_fraction must be in (0, 1], got {frac}")
@@ -94,17 +122,50 @@ class HGRU(LidModel):
         self.last_segment_min_frames = max(math.ceil(frac * self.segment_span), overlap + 1)
         self.min_frames = self.segment_span
 
-        self.window_gru = WindowGRU(feat_dim, c["hidden1"], self.window, self.window_shift)
+        stride = c["front_stride"] if c["front"] == "conv" else 1
+        self.front_stride = stride
+        self.front: nn.ModuleList | None = None
+        level1_in = feat_dim
+        if c["front"] == "conv":
+            width, k = c["front_channels"], c["front_kernel"]
+            self.front = nn.ModuleList(
+                nn.Conv1d(feat_dim if i == 0 else width, width, k, stride=stride if i == 0
+                          else 1, padding=k // 2) for i in range(c["front_layers"]))
+            level1_in = width
+        self.window_gru = WindowGRU(level1_in, c["hidden1"], self.window // stride,
+                                    self.window_shift // stride)
         self.segment_gru = nn.GRU(c["hidden1"], c["hidden2"], batch_first=True)
         self.utterance_gru = BidirectionalGRU(c["hidden2"], c["hidden3"])
-        self.attention = AttentionPooling(2 * c["hidden3"], c["attention"])
+        norm = c["layer_norm"]
+        self.window_norm = nn.LayerNorm(c["hidden1"]) if norm else nn.Identity()
+        self.segment_norm = nn.LayerNorm(c["hidden2"]) if norm else nn.Identity()
+        if c["pooling"] == "stats":
+            self.attention = AttentiveStatsPooling(2 * c["hidden3"], c["attention"])
+        else:
+            self.attention = AttentionPooling(2 * c["hidden3"], c["attention"])
         self.classifier = nn.Sequential(
-            nn.Linear(2 * c["hidden3"], c["dense"]),
+            nn.Linear(self.attention.output_size, c["dense"]),
             nn.ReLU(),
             nn.Dropout(c["dropout"]),
             nn.Linear(c["dense"], num_langs),
         )
         self.dropout = nn.Dropout(c["dropout"])
+
+    def _check_variant(self, c: dict[str, Any]) -> None:
+        require(self.name, c["front"] in self.FRONTS,
+                f"front must be one of {', '.join(self.FRONTS)}, got {c['front']!r}")
+        require(self.name, c["pooling"] in self.POOLINGS,
+                f"pooling must be one of {', '.join(self.POOLINGS)}, got {c['pooling']!r}")
+        if c["front"] != "conv":
+            return
+        require_positive(self.name, c, "front_layers", "front_channels", "front_kernel",
+                         "front_stride")
+        require(self.name, c["front_kernel"] % 2 == 1,
+                f"front_kernel must be odd, got {c['front_kernel']}")
+        stride = c["front_stride"]
+        require(self.name, c["window"] % stride == 0 and c["window_shift"] % stride == 0,
+                f"window ({c['window']}) and window_shift ({c['window_shift']}) must be "
+                f"multiples of front_stride ({stride})")
 
     # ----------------------------------------------------------------------------------------
     def segment_counts(self, lengths: Tensor) -> Tensor:
@@ -134,9 +195,23 @@ class HGRU(LidModel):
         pad = (windows - 1) * self.window_shift + self.window - frames
         x = torch.cat([x, x.new_zeros(x.shape[0], pad, x.shape[2])], dim=1)
 
-        v = self.dropout(self.window_gru(x, windows))                       # (B, N, H1)
+        if self.front is not None:
+            x = self._front(x, lengths)                                     # (B, T/s, C)
+        v = self.dropout(self.window_norm(self.window_gru(x, windows)))     # (B, N, H1)
         _, last = self.segment_gru(v.reshape(-1, self.segment_windows, v.shape[2]))
-        return last[-1].reshape(x.shape[0], -1, last.shape[2]), lengths    # (B, K, H2)
+        s = last[-1].reshape(x.shape[0], -1, last.shape[2])                 # (B, K, H2)
+        return self.segment_norm(s), lengths
+
+    def _front(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """Convolutional front: ``(batch, T, feat_dim)`` zero-padded frames -> ``(batch,
+        T / stride, front_channels)``, zero on steps at or past each utterance's end (as
+        the frames are without a front), so padding never depends on the batch."""
+        real = (lengths + self.front_stride - 1) // self.front_stride
+        for conv in self.front:
+            # zero past the end after every layer: the next one must see what it would see
+            # for the utterance alone
+            x = zero_padding(torch.relu(conv(x.transpose(1, 2))).transpose(1, 2), real)
+        return x.contiguous()
 
     def encode(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Levels 1 to 3.
@@ -178,7 +253,8 @@ class HGRU(LidModel):
         return self._classify_segments(h, mask)
 
     def _classify_segments(self, h: Tensor, mask: Tensor) -> Tensor:
-        """``h (batch, segments, 2*hidden3)`` -> logits ``(batch, segments, num_langs)``."""
-        logits = self.classifier(h)
+        """``h (batch, segments, 2*hidden3)`` -> logits ``(batch, segments, num_langs)``:
+        each segment classified as a one-segment utterance would be."""
+        logits = self.classifier(self.attention.single_step(h))
         return torch.where(mask[:, :, None], logits, torch.zeros((), dtype=logits.dtype,
                                                                  device=logits.device))

@@ -1,0 +1,190 @@
+"""The table of bench/compare_models.sh: models trained by the same recipe, side by side.
+
+    python bench/compare_models.py table exp_compare/params/{hgru,bigru,tdnn,ecapa}
+    python bench/compare_models.py epochs --reference exp_compare/time/hgru \
+        --probe exp_compare/time/probe_tdnn
+
+``table`` reads each model dir as ``./run.sh`` leaves it (``results.json`` with the
+conditions, ``metrics.csv``, ``final.pt``), measures the identify real-time factor of each
+model on the same audio in this process (one thread, features included), and prints a
+Markdown table per figure (rows: conditions, columns: models) plus a table of parameters,
+training time and real-time factor. The HGRU's column is the peer the others are compared
+with: the last line counts, per figure, the conditions where it is at least as good as the
+best of the others.
+
+``ablation`` tabulates HGRU variants trained by bench/hgru_variants.sh (each dir with
+``variant``, ``metrics.csv``, ``final.pt`` and evaluated ``dev`` and ``test``).
+
+``epochs`` prints how many epochs of the probed model fill the reference's training time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+#: (title, results.json key, scale, digits, higher is better)
+FIGURES = [
+    ("accuracy (%)", "accuracy", 100.0, 2, True),
+    ("EER (%)", "EER", 100.0, 2, False),
+    ("min-Cavg x100", "minCavg", 100.0, 2, False),
+    ("Cllr (bits, pooled)", "Cllr", 1.0, 3, False),
+]
+#: Sets of languages the model does not know: no closed-set figures to compare.
+OPEN_SET_ONLY = ("test_oos", "test_human_oos")
+
+
+def train_seconds(model_dir: Path) -> tuple[float, int]:
+    """Sum of the epoch times in ``metrics.csv`` and the number of epochs."""
+    with open(model_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return sum(float(r["seconds"]) for r in rows), len(rows)
+
+
+def epochs_to_match(reference: Path, probe: Path) -> int:
+    """Epochs of the probed model that take as long as the reference's whole training
+    (the probe's first epoch is left out when it has more: it warms caches)."""
+    total, _ = train_seconds(reference)
+    with open(probe / "metrics.csv", newline="") as f:
+        secs = [float(r["seconds"]) for r in csv.DictReader(f)]
+    per_epoch = sum(secs[1:]) / len(secs[1:]) if len(secs) > 1 else secs[0]
+    return max(1, round(total / per_epoch))
+
+
+def identify_rtf(model_dir: Path, seconds: float = 60.0) -> float:
+    """Seconds of audio identified per second of one CPU thread (features included)."""
+    import torch
+
+    from bench.identify import make_speech
+    from lre.identify import Identifier
+
+    torch.set_num_threads(1)
+    ident = Identifier(model_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        audio = make_speech(Path(tmp) / "speech.wav", seconds)
+        ident.identify(str(audio))  # warm-up
+        best = math.inf
+        for _ in range(3):
+            t = time.process_time()
+            ident.identify(str(audio))
+            best = min(best, time.process_time() - t)
+    return seconds / best
+
+
+def model_facts(model_dir: Path) -> dict[str, float | int | str]:
+    from lre.models import load_model
+
+    model, meta = load_model(model_dir / "final.pt")
+    secs, epochs = train_seconds(model_dir)
+    return {"model": meta["model_name"], "params": model.num_parameters(),
+            "train_s": secs, "epochs": epochs, "rtf": identify_rtf(model_dir)}
+
+
+def fmt(value: float | None, scale: float, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value * scale:.{digits}f}"
+
+
+def comparison(dirs: list[Path]) -> str:
+    results = [json.loads((d / "results.json").read_text())["conditions"] for d in dirs]
+    facts = [model_facts(d) for d in dirs]
+    names = [str(f["model"]) for f in facts]
+    conditions = [c for c in results[0] if c not in OPEN_SET_ONLY]
+    out = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names),
+           "| parameters | " + " | ".join(f"{f['params'] / 1e3:.0f} k" for f in facts) + " |",
+           "| epochs | " + " | ".join(str(f["epochs"]) for f in facts) + " |",
+           "| training time (min, 2 cores) | "
+           + " | ".join(f"{float(f['train_s']) / 60:.1f}" for f in facts) + " |",
+           "| identify xRT (1 thread) | "
+           + " | ".join(f"{float(f['rtf']):.0f}x" for f in facts) + " |", ""]
+    ref = names.index("hgru") if "hgru" in names else None
+    for title, key, scale, digits, higher in FIGURES:
+        out += [f"{title}:", "", "| condition | utts | " + " | ".join(names) + " |",
+                "|---|---:|" + "---:|" * len(names)]
+        wins = 0
+        for cond in conditions:
+            vals = [r.get(cond, {}).get(key) for r in results]
+            utts = results[0][cond]["num_utts"]
+            out.append(f"| {cond} | {utts} | "
+                       + " | ".join(fmt(v, scale, digits) for v in vals) + " |")
+            if ref is not None and all(v is not None for v in vals):
+                others = [v for i, v in enumerate(vals) if i != ref]
+                best = max(others) if higher else min(others)
+                wins += vals[ref] >= best if higher else vals[ref] <= best
+        if ref is not None and len(names) > 1:
+            out.append(f"\nHGRU at least as good as every other model on {wins} of "
+                       f"{len(conditions)} conditions.")
+        out.append("")
+    return "\n".join(out)
+
+
+def ablation(dirs: list[Path]) -> str:
+    """One row per variant: what chooses (dev) and what only measures (test)."""
+    from lre.models import load_model
+
+    out = ["| variant | overrides | params | s/epoch (median) | train min | best dev acc (%) | "
+           "dev acc, final (%) | test acc (%) | test EER (%) | test min-Cavg x100 | "
+           "test Cllr |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for d in dirs:
+        name, _, overrides = (d / "variant").read_text().partition("\n")
+        with open(d / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        secs = [float(r["seconds"]) for r in rows]
+        best_dev = max(float(r["dev_acc"]) for r in rows)
+        dev = json.loads((d / "dev" / "results.json").read_text())
+        test = json.loads((d / "test" / "results.json").read_text())
+        model, _ = load_model(d / "final.pt")
+        out.append(
+            f"| {name} | `{overrides.strip() or '-'}` | {model.num_parameters() / 1e3:.0f} k | "
+            f"{sorted(secs)[len(secs) // 2]:.1f} | {sum(secs) / 60:.1f} | {best_dev * 100:.2f} | "
+            f"{fmt(dev['accuracy'], 100, 2)} | {fmt(test['accuracy'], 100, 2)} | "
+            f"{fmt(test['EER'], 100, 2)} | {fmt(test['minCavg'], 100, 2)} | "
+            f"{fmt(test['Cllr'], 1, 3)} |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("table", help="the comparison table of trained model dirs")
+    t.add_argument("dirs", nargs="+", type=Path)
+    t.add_argument("--data-dir", default="data", help="(recorded in the table's heading)")
+    t.add_argument("--out", type=Path, help="also write the table here")
+    a = sub.add_parser("ablation", help="the table of HGRU variants")
+    a.add_argument("dirs", nargs="+", type=Path)
+    a.add_argument("--out", type=Path)
+    e = sub.add_parser("epochs", help="epochs of a probed model that match a training time")
+    e.add_argument("--reference", type=Path, required=True)
+    e.add_argument("--probe", type=Path, required=True)
+    args = parser.parse_args()
+    if args.cmd == "epochs":
+        print(epochs_to_match(args.reference, args.probe))
+        return
+    if args.cmd == "ablation":
+        text = ablation(args.dirs)
+        print(text)
+        if args.out:
+            args.out.write_text(text)
+        return
+    text = (f"# Models trained by the same recipe ({args.data_dir})\n\n"
+            "Figures of the scores the run reports (after its calibration stage), "
+            "pooled EER and Cllr; closed-set conditions only.\n\n"
+            + comparison(args.dirs))
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The HGRU ablation: train each variant by the recipe (stage 2 of ./run.sh, the recipe's
+# conf/hgru.yaml with the variant's --set overrides), score dev and test, and write one table
+# (bench/compare_models.py ablation): best dev accuracy (what chooses), test accuracy, EER,
+# min-Cavg, parameters, seconds per epoch and training time.
+#
+#   bench/hgru_variants.sh                                   # every variant below
+#   bench/hgru_variants.sh --variants "base stats" --exp-dir exp_variants
+#   bench/hgru_variants.sh --epochs 20                       # a shorter budget for all
+#
+# A variant is "name:key=value,key=value" (keys of `lre train --set`); a variant whose
+# model dir already has final.pt is only re-scored.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+all_variants=(
+  "base:"
+  "conv2_stats:model.front=conv,model.front_stride=2,model.pooling=stats"
+  "conv2_stats_norm:model.front=conv,model.front_stride=2,model.pooling=stats,model.layer_norm=true"
+  "conv2:model.front=conv,model.front_stride=2"
+  "stats:model.pooling=stats"
+  "conv2_stats_96:model.front=conv,model.front_stride=2,model.pooling=stats,model.hidden1=96,model.hidden2=96,model.hidden3=80,model.attention=48,model.dense=192"
+  "deep2_96_stats:model.front=conv,model.front_stride=2,model.front_layers=2,model.front_channels=96,model.pooling=stats"
+  "conv2_stats_segloss:model.front=conv,model.front_stride=2,model.pooling=stats,optim.segment_loss=0.3"
+)
+variants=
+recipe=synth
+data_dir=data
+exp_dir=exp_variants
+epochs=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --variants) variants=$2; shift 2 ;;
+    --recipe) recipe=$2; shift 2 ;;
+    --data-dir) data_dir=$2; shift 2 ;;
+    --exp-dir) exp_dir=$2; shift 2 ;;
+    --epochs) epochs=$2; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "hgru_variants.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+py=${LRE_VENV:-$root/.venv}/bin/python
+lre=${LRE_VENV:-$root/.venv}/bin/lre
+log() { echo "$(date '+%F %T') [hgru_variants] $*" >&2; }
+
+if [ ! -s "$data_dir/dev/feats.scp" ]; then
+  log "stages 0-1 (data and features) into $data_dir"
+  ./run.sh --recipe "$recipe" --data-dir "$data_dir" --stop-stage 1
+fi
+
+mkdir -p "$exp_dir"
+dirs=()
+for spec in "${all_variants[@]}"; do
+  name=${spec%%:*}
+  sets=${spec#*:}
+  if [ -n "$variants" ] && ! printf '%s\n' $variants | grep -qx "$name"; then continue; fi
+  dir=$exp_dir/$name
+  overrides=${sets//,/ }
+  [ -n "$epochs" ] && overrides="$overrides train.epochs=$epochs"
+  if [ ! -s "$dir/hgru/final.pt" ]; then
+    log "$name: training (${overrides:-recipe defaults})"
+    ./run.sh --recipe "$recipe" --data-dir "$data_dir" --exp-dir "$dir" --model hgru \
+      --stage 2 --stop-stage 2 ${overrides:+--train-opts "--set $overrides"} \
+      > "$dir.log" 2>&1 || { log "$name failed: see $dir.log"; continue; }
+  fi
+  for s in dev test; do
+    "$lre" score --model-dir "$dir/hgru" --data "$data_dir/$s" --out "$dir/hgru/$s" \
+      > "$dir/hgru/log/score_$s.log" 2>&1
+    "$lre" evaluate --scores-dir "$dir/hgru/$s" --data "$data_dir/$s" \
+      > "$dir/hgru/log/evaluate_$s.log" 2>&1
+  done
+  echo "$name" > "$dir/hgru/variant"
+  echo "$overrides" >> "$dir/hgru/variant"
+  dirs+=("$dir/hgru")
+done
+[ ${#dirs[@]} -gt 0 ] || { log "no variant finished"; exit 1; }
+"$py" bench/compare_models.py ablation --out "$exp_dir/ablation.md" "${dirs[@]}"

@@ -1,0 +1,197 @@
+"""The HGRU and its variants (convolutional front, attentive statistics pooling, layer norm):
+shapes and masks, padding invariance, the batched levels against a plain per-segment loop,
+one segment scored alone, ONNX export with dynamic frames, config errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lre.models import build_model
+from lre.models.hgru import HGRU
+from lre.utils import LreError
+
+D = 6
+TINY = {"hidden1": 12, "hidden2": 10, "hidden3": 8, "attention": 6, "dense": 16}
+VARIANTS = {
+    "default": {},
+    "stats": {"pooling": "stats"},
+    "conv1": {"front": "conv", "front_channels": 7, "front_kernel": 3},
+    "conv2": {"front": "conv", "front_channels": 7, "front_kernel": 5, "front_stride": 2},
+    "deep": {"front": "conv", "front_layers": 3, "front_channels": 7, "front_stride": 2},
+    "norm": {"layer_norm": True},
+    "all": {"front": "conv", "front_channels": 5, "front_stride": 2, "pooling": "stats",
+            "layer_norm": True},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(variant: str, langs: int = 3, seed: int = 0) -> HGRU:
+    torch.manual_seed(seed)
+    model = build_model("hgru", D, langs, {**TINY, **VARIANTS[variant]})
+    # non-trivial layer-norm parameters, so that a wrong placement shows
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+    return model.eval()
+
+
+def rand(batch: int, frames: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, frames, D, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_shapes_and_masks(variant):
+    model = tiny(variant, langs=4)
+    lengths = torch.tensor([1065, 523, 300, 154, 50])
+    x = rand(len(lengths), 1065)
+    with torch.no_grad():
+        out = model(x, lengths, with_segments=True)
+    k = out.attention.shape[1]
+    assert out.logits.shape == (5, 4) and k == 11
+    assert out.segment_logits.shape == (5, k, 4)
+    assert out.segment_mask.sum(1).tolist() == [11, 5, 3, 1, 1]
+    assert (out.attention[~out.segment_mask] == 0).all()
+    assert (out.attention[out.segment_mask] > 0).all()
+    assert (out.segment_logits[~out.segment_mask] == 0).all()
+    torch.testing.assert_close(out.attention.sum(1), torch.ones(5), atol=1e-6, rtol=0)
+    dim = 4 * TINY["hidden3"] if model.config["pooling"] == "stats" else 2 * TINY["hidden3"]
+    assert out.embedding.shape == (5, dim)
+    # the geometry users read is in input frames whatever the front's stride
+    assert (model.segment_hop, model.segment_span) == (100, 110)
+    assert out.segment_frames[1][out.segment_mask[1]].tolist() == [
+        [0, 110], [100, 210], [200, 310], [300, 410], [400, 510]]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_padding_invariance(variant):
+    model = tiny(variant)
+    lengths = torch.tensor([730, 523, 261, 95, 13])
+    x = rand(len(lengths), 730)
+    for b, n in enumerate(lengths.tolist()):
+        x[b, n:] = float("nan")
+    with torch.no_grad():
+        out = model(x, lengths, with_segments=True)
+        for b, n in enumerate(lengths.tolist()):
+            alone = model(x[b:b + 1, :n], lengths[b:b + 1], with_segments=True)
+            k = alone.attention.shape[1]
+            torch.testing.assert_close(alone.logits[0], out.logits[b], atol=1e-5, rtol=0)
+            torch.testing.assert_close(alone.attention[0], out.attention[b, :k], atol=1e-5,
+                                       rtol=0)
+            torch.testing.assert_close(alone.segment_logits[0], out.segment_logits[b, :k],
+                                       atol=1e-5, rtol=0)
+
+
+def loop_segment_vectors(model: HGRU, x: torch.Tensor, lengths: torch.Tensor
+                         ) -> list[torch.Tensor]:
+    """Levels 1-2 the obvious way: the front over the utterance alone, then every window of
+    every segment through ``nn.GRU`` on its own."""
+    stride = model.front_stride
+    win, shift = model.window // stride, model.window_shift // stride
+    out = []
+    for b, n in enumerate(lengths.tolist()):
+        utt = torch.zeros(1, x.shape[1] + 1000, D)
+        utt[0, :n] = x[b, :n]
+        for conv in model.front or []:
+            utt = torch.relu(conv(utt.transpose(1, 2))).transpose(1, 2)
+            utt[:, -(-n // stride):] = 0
+        vecs = []
+        for k in range(int(model.segment_counts(torch.tensor([n]))[0])):
+            states = []
+            for j in range(model.segment_windows):
+                start = (k * model.segment_hop) // stride + j * shift
+                _, hw = model.window_gru.gru(utt[:, start:start + win])
+                states.append(model.window_norm(hw[0, 0]))
+            _, hs = model.segment_gru(torch.stack(states)[None])
+            vecs.append(model.segment_norm(hs[0, 0]))
+        out.append(torch.stack(vecs))
+    return out
+
+
+@pytest.mark.parametrize("variant", ["conv1", "conv2", "deep", "norm", "all"])
+def test_batched_levels_equal_per_segment_loop(variant):
+    model = tiny(variant)
+    frames = 3 * model.segment_hop + 37
+    lengths = torch.tensor([frames, frames - 25, model.segment_span, 17])
+    x = rand(len(lengths), frames, seed=3)
+    with torch.no_grad():
+        expected = loop_segment_vectors(model, x, lengths)
+        for impl in ("native", "unrolled", "unrolled_shared"):
+            model.window_gru.impl = impl
+            s, _ = model.segment_vectors(x, lengths)
+            for b, ref in enumerate(expected):
+                torch.testing.assert_close(s[b, :len(ref)], ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_one_segment_scored_alone_is_the_utterance(variant):
+    """A segment's logits are those of a one-segment utterance with the same state: with
+    statistics pooling, mean ``h_k`` and the floor standard deviation."""
+    model = tiny(variant)
+    x, lengths = rand(2, 100), torch.tensor([100, 90])
+    with torch.no_grad():
+        out = model(x, lengths)
+        seg = model.segment_logits(x, lengths)
+    assert seg.shape[1] == 1
+    torch.testing.assert_close(seg[:, 0], out.logits, atol=1e-5, rtol=0)
+
+
+def test_stats_pooling_is_weighted_mean_and_std():
+    model = tiny("stats")
+    x, lengths = rand(2, 523), torch.tensor([523, 300])
+    with torch.no_grad():
+        h, mask, _ = model.encode(x, lengths)
+        pooled, a = model.attention(h, mask)
+    for b in range(2):
+        k = int(mask[b].sum())
+        w, hb = a[b, :k].double(), h[b, :k].double()
+        mean = (w[:, None] * hb).sum(0)
+        std = ((w[:, None] * (hb - mean) ** 2).sum(0)).clamp(min=1e-5).sqrt()
+        torch.testing.assert_close(pooled[b].double(), torch.cat([mean, std]), atol=1e-5,
+                                   rtol=0)
+
+
+@pytest.mark.parametrize("variant,impl", [("default", "auto"), ("stats", "auto"),
+                                          ("deep", "auto"), ("all", "native")])
+def test_onnx_export_matches_torch(tmp_path, variant, impl):
+    """``impl="native"`` is what ``lre export`` traces."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model = tiny(variant)
+    model.window_gru.impl = impl
+    path = tmp_path / "hgru.onnx"
+    with torch.no_grad():
+        torch.onnx.export(model, (rand(2, 330), torch.tensor([330, 200])), str(path),
+                          input_names=["feats", "lengths"],
+                          output_names=["logits", "attention", "mask", "frames"],
+                          dynamic_axes={"feats": {0: "batch", 1: "frames"},
+                                        "lengths": {0: "batch"}},
+                          dynamo=False)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x2, l2 = rand(3, 777, seed=9), torch.tensor([777, 500, 61])
+    got = sess.run(None, {"feats": x2.numpy(), "lengths": l2.numpy()})
+    with torch.no_grad():
+        ref = model(x2, l2)
+    np.testing.assert_allclose(got[0], ref.logits.numpy(), atol=1e-5)
+    np.testing.assert_allclose(got[1], ref.attention.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(got[3], ref.segment_frames.numpy())
+
+
+@pytest.mark.parametrize("config,message", [
+    ({"front": "cnn"}, "front must be one of none, conv"),
+    ({"pooling": "max"}, "pooling must be one of attention, stats"),
+    ({"front": "conv", "front_kernel": 4}, "front_kernel must be odd"),
+    ({"front": "conv", "front_stride": 3}, "must be multiples of front_stride"),
+])
+def test_bad_variant_config(config, message):
+    with pytest.raises(LreError, match=message):
+        build_model("hgru", D, 3, config)
