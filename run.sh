@@ -30,7 +30,7 @@ recipe=synth          # recipes/<recipe>/: prepare.sh and conf.sh
 corpus=               # where the corpus lies (real corpora; not used by synth)
 stage=0
 stop_stage=4
-nj=2                  # parallel jobs for data generation and features
+nj=2                  # parallel jobs: data generation, features, scoring and evaluating test sets
 cmd=                  # prefix for each job, e.g. "srun -n1 -c1" (empty: run locally)
 data_dir=data
 exp_dir=exp
@@ -165,6 +165,34 @@ run_logged() {
     local rc=${PIPESTATUS[0]}
     log "failed ($rc); see $logfile"
     exit "$rc"
+  fi
+}
+# job_logged LOGFILE CMD...: run CMD in the background, at most $nj at a time, its output in
+# LOGFILE only (lines of parallel jobs would interleave on the terminal); wait_jobs waits for
+# them all and stops the run, naming the logs, when any failed.
+job_logs=()
+job_logged() {
+  local logfile=$1; shift
+  while [ "$(jobs -rp | wc -l)" -ge "$nj" ]; do sleep 0.2; done
+  mkdir -p "$(dirname "$logfile")"
+  { echo "# $*"; echo "# started $(date '+%F %T')"; } >"$logfile"
+  # the cores shared out among the parallel jobs, not each job taking all of them
+  local threads=$(( $(nproc) / nj )); [ "$threads" -ge 1 ] || threads=1
+  ( export OMP_NUM_THREADS=$threads
+    "$@" >>"$logfile" 2>&1 && echo "# ended $(date '+%F %T')" >>"$logfile" ) &
+  job_logs+=("$logfile")
+}
+wait_jobs() {
+  wait
+  local f failed=()
+  for f in ${job_logs[@]+"${job_logs[@]}"}; do
+    tail -n 1 "$f" | grep -q '^# ended' || failed+=("$f")
+  done
+  job_logs=()
+  if [ ${#failed[@]} -gt 0 ]; then
+    log "failed; see ${failed[*]}"
+    tail -n 1 "${failed[0]}" >&2
+    exit 1
   fi
 }
 # builtin_model_size DATA MODEL: "N M parameters for D-dim features, L languages", the size
@@ -354,11 +382,18 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
       log "stage 3: $model_dir/$s/attention.jsonl exists; skipping (use --force)"
       continue
     fi
-    run_logged "$model_dir/log/score_$s.log" lre score --model-dir "$model_dir" \
+    log "stage 3: score $feat_data/$s -> $model_dir/$s (log: $model_dir/log/score_$s.log)"
+    job_logged "$model_dir/log/score_$s.log" lre score --model-dir "$model_dir" \
       --data "$feat_data/$s" --out "$model_dir/$s"
   done
+  wait_jobs
 fi
 
+# evaluate_set FLAG ARGS...: lre evaluate ARGS, then the flag holding ARGS.
+evaluate_set() {
+  local flag=$1; shift
+  lre evaluate "$@" && printf '%s\n' "$*" >"$flag"
+}
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   evaluated=()
   for s in "${present_tests[@]}"; do
@@ -378,19 +413,19 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     # The flag holds the arguments of the evaluation; new scores or arguments redo it.
     eval_flag=$model_dir/$s/.evaluated
     if [ -f "$eval_flag" ] && [ -f "$model_dir/$s/results.json" ] && \
+       [ -f "$model_dir/$s/scores.tsv" ] && \
        [ "$eval_flag" -nt "$model_dir/$s/scores.tsv" ] && \
        [ "$eval_flag" -nt "$paired/scores.tsv" ] && \
        [ "$(cat "$eval_flag")" = "${eval_args[*]}" ] && ! $force; then
       log "stage 4: $model_dir/$s/results.json is up to date; skipping (use --force)"
     else
-      log "stage 4: evaluate $model_dir/$s"
+      log "stage 4: evaluate $model_dir/$s (log: $model_dir/log/evaluate_$s.log)"
       rm -f "$eval_flag"
-      run_logged "$model_dir/log/evaluate_$s.log" lre evaluate "${eval_args[@]}"
-      printf '%s\n' "${eval_args[*]}" >"$eval_flag"
-      log "report: $model_dir/$s/report.md"
+      job_logged "$model_dir/log/evaluate_$s.log" evaluate_set "$eval_flag" "${eval_args[@]}"
     fi
     evaluated+=("$model_dir/$s")
   done
+  wait_jobs
   if [ ${#evaluated[@]} -gt 0 ]; then
     log "stage 4: conditions table of ${present_tests[*]} -> $model_dir/report.md"
     run_logged "$model_dir/log/evaluate_conditions.log" lre evaluate \

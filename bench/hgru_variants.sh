@@ -23,6 +23,12 @@ all_variants=(
   "conv2_stats_96:model.front=conv,model.front_stride=2,model.pooling=stats,model.hidden1=96,model.hidden2=96,model.hidden3=80,model.attention=48,model.dense=192"
   "deep2_96_stats:model.front=conv,model.front_stride=2,model.front_layers=2,model.front_channels=96,model.pooling=stats"
   "conv2_stats_segloss:model.front=conv,model.front_stride=2,model.pooling=stats,optim.segment_loss=0.3"
+  "wide23:model.hidden2=128,model.hidden3=96,model.attention=64,model.dense=256"
+  "segloss:optim.segment_loss=0.3"
+  "norm:model.layer_norm=true"
+  "bi2:model.segment_bidirectional=true"
+  "segmean:model.segment_pooling=mean"
+  "segstats:model.segment_pooling=stats"
 )
 variants=
 recipe=synth

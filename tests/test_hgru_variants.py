@@ -21,8 +21,11 @@ VARIANTS = {
     "conv2": {"front": "conv", "front_channels": 7, "front_kernel": 5, "front_stride": 2},
     "deep": {"front": "conv", "front_layers": 3, "front_channels": 7, "front_stride": 2},
     "norm": {"layer_norm": True},
+    "bi2": {"segment_bidirectional": True},
+    "segmean": {"segment_pooling": "mean"},
+    "segstats": {"segment_pooling": "stats", "segment_bidirectional": True},
     "all": {"front": "conv", "front_channels": 5, "front_stride": 2, "pooling": "stats",
-            "layer_norm": True},
+            "layer_norm": True, "segment_bidirectional": True},
 }
 
 
@@ -111,13 +114,22 @@ def loop_segment_vectors(model: HGRU, x: torch.Tensor, lengths: torch.Tensor
                 start = (k * model.segment_hop) // stride + j * shift
                 _, hw = model.window_gru.gru(utt[:, start:start + win])
                 states.append(model.window_norm(hw[0, 0]))
-            _, hs = model.segment_gru(torch.stack(states)[None])
-            vecs.append(model.segment_norm(hs[0, 0]))
+            seq, hs = model.segment_gru(torch.stack(states)[None])
+            pooling = model.config["segment_pooling"]
+            if pooling == "last":
+                # both directions' final states when level 2 is bidirectional
+                vec = torch.cat(list(hs[:, 0]))
+            else:
+                vec = seq[0].mean(0)
+                if pooling == "stats":
+                    vec = torch.cat([vec, seq[0].std(0, unbiased=False).clamp(min=1e-5 ** 0.5)])
+            vecs.append(model.segment_norm(vec))
         out.append(torch.stack(vecs))
     return out
 
 
-@pytest.mark.parametrize("variant", ["conv1", "conv2", "deep", "norm", "all"])
+@pytest.mark.parametrize("variant", ["conv1", "conv2", "deep", "norm", "bi2",
+                                     "segmean", "segstats", "all"])
 def test_batched_levels_equal_per_segment_loop(variant):
     model = tiny(variant)
     frames = 3 * model.segment_hop + 37
@@ -161,7 +173,8 @@ def test_stats_pooling_is_weighted_mean_and_std():
 
 
 @pytest.mark.parametrize("variant,impl", [("default", "auto"), ("stats", "auto"),
-                                          ("deep", "auto"), ("all", "native")])
+                                          ("deep", "auto"), ("bi2", "auto"),
+                                          ("segstats", "auto"), ("all", "native")])
 def test_onnx_export_matches_torch(tmp_path, variant, impl):
     """``impl="native"`` is what ``lre export`` traces."""
     ort = pytest.importorskip("onnxruntime")
@@ -189,6 +202,7 @@ def test_onnx_export_matches_torch(tmp_path, variant, impl):
 @pytest.mark.parametrize("config,message", [
     ({"front": "cnn"}, "front must be one of none, conv"),
     ({"pooling": "max"}, "pooling must be one of attention, stats"),
+    ({"segment_pooling": "max"}, "segment_pooling must be one of last, mean, stats"),
     ({"front": "conv", "front_kernel": 4}, "front_kernel must be odd"),
     ({"front": "conv", "front_stride": 3}, "must be multiples of front_stride"),
 ])

@@ -219,6 +219,14 @@ def test_run_sh_evaluates_every_test_set_and_skips_missing_ones(tmp_path: Path) 
     (exp / "test_noisy" / "scores.tsv").touch()
     again = run_sh_plain(tmp_path, *args)
     assert again.stderr.count("results.json is up to date; skipping") == 1
+    # Sets are evaluated in parallel jobs: one that fails stops the run once the others
+    # are done, naming its log and the cause.
+    (exp / "test_noisy" / "scores.tsv").unlink()
+    failed = run_sh_plain(tmp_path, *args, "--nj", "2")
+    assert failed.returncode != 0
+    log = exp / "log" / "evaluate_test_noisy.log"
+    assert f"failed; see {log}" in failed.stderr
+    assert failed.stderr.rstrip().endswith("scores.tsv: file not found"), failed.stderr[-500:]
 
 
 def test_run_sh_trains_on_the_augmented_training_set(tmp_path: Path, tone_wav) -> None:

@@ -23,6 +23,13 @@ Variants (config keys, all off by default in ``HGRU.DEFAULTS``):
   ``sigma`` the attention-weighted standard deviation of the ``h_k``. A segment scored on
   its own is the one-segment case: ``[h_k, sqrt(eps)]``.
 - ``layer_norm``: layer normalisation of the window and segment vectors.
+- ``segment_bidirectional``: level 2 reads each segment's window vectors both ways; the
+  segment vector is the forward GRU's last state beside the backward GRU's (its state
+  after the segment's first window): ``(B, K, 2*H2)``.
+- ``segment_pooling``: what level 2 keeps of a segment: ``"last"`` (its last state, as in
+  the paper), ``"mean"`` (the mean of its states over the segment's windows) or
+  ``"stats"`` (that mean beside their standard deviation: twice the size), so that the
+  start of a segment reaches the segment vector without passing every later step.
 
 Segment k covers windows ``10k .. 10k+9``, i.e. frames ``[100k, 100k + 110)``; segments do
 not overlap in windows. Levels 1 and 2 are each one batched GRU over all windows / segments
@@ -67,6 +74,8 @@ class HGRU(LidModel):
             must be multiples of ``front_stride``.
         pooling: ``"attention"`` (weighted mean) or ``"stats"`` (weighted mean and std).
         layer_norm: layer-normalise window and segment vectors.
+        segment_bidirectional: a bidirectional level 2 (segment vectors of ``2 * hidden2``).
+        segment_pooling: ``"last"``, ``"mean"`` or ``"stats"`` of the level-2 states.
         last_segment_min_fraction: a trailing partial segment is kept when at least this
             share of its frames is real speech (and always when it is the only segment);
             otherwise the frames after the last kept segment are left out. Whole-segment
@@ -93,9 +102,12 @@ class HGRU(LidModel):
         "front_stride": 1,
         "pooling": "attention",
         "layer_norm": False,
+        "segment_bidirectional": False,
+        "segment_pooling": "last",
     }
     FRONTS: ClassVar[tuple[str, ...]] = ("none", "conv")
     POOLINGS: ClassVar[tuple[str, ...]] = ("attention", "stats")
+    SEGMENT_POOLINGS: ClassVar[tuple[str, ...]] = ("last", "mean", "stats")
 
     def __init__(self, feat_dim: int, num_langs: int, config: dict[str, Any] | None = None):
         super().__init__(feat_dim, num_langs, config)
@@ -134,11 +146,15 @@ class HGRU(LidModel):
             level1_in = width
         self.window_gru = WindowGRU(level1_in, c["hidden1"], self.window // stride,
                                     self.window_shift // stride)
-        self.segment_gru = nn.GRU(c["hidden1"], c["hidden2"], batch_first=True)
-        self.utterance_gru = BidirectionalGRU(c["hidden2"], c["hidden3"])
+        bidirectional = bool(c["segment_bidirectional"])
+        self.segment_gru = nn.GRU(c["hidden1"], c["hidden2"], batch_first=True,
+                                  bidirectional=bidirectional)
+        segment_size = (c["hidden2"] * (2 if bidirectional else 1)
+                        * (2 if c["segment_pooling"] == "stats" else 1))
+        self.utterance_gru = BidirectionalGRU(segment_size, c["hidden3"])
         norm = c["layer_norm"]
         self.window_norm = nn.LayerNorm(c["hidden1"]) if norm else nn.Identity()
-        self.segment_norm = nn.LayerNorm(c["hidden2"]) if norm else nn.Identity()
+        self.segment_norm = nn.LayerNorm(segment_size) if norm else nn.Identity()
         if c["pooling"] == "stats":
             self.attention = AttentiveStatsPooling(2 * c["hidden3"], c["attention"])
         else:
@@ -156,6 +172,9 @@ class HGRU(LidModel):
                 f"front must be one of {', '.join(self.FRONTS)}, got {c['front']!r}")
         require(self.name, c["pooling"] in self.POOLINGS,
                 f"pooling must be one of {', '.join(self.POOLINGS)}, got {c['pooling']!r}")
+        require(self.name, c["segment_pooling"] in self.SEGMENT_POOLINGS,
+                f"segment_pooling must be one of {', '.join(self.SEGMENT_POOLINGS)}, got "
+                f"{c['segment_pooling']!r}")
         if c["front"] != "conv":
             return
         require_positive(self.name, c, "front_layers", "front_channels", "front_kernel",
@@ -181,7 +200,7 @@ class HGRU(LidModel):
             lengths: ``(batch,)`` true lengths in frames (clipped to ``[0, frames]``).
 
         Returns:
-            ``(s (batch, segments, hidden2), lengths (batch,) as clipped)`` with
+            ``(s (batch, segments, hidden2 or 2 * hidden2), lengths (batch,) as clipped)`` with
             ``segments = ceil(frames / segment_hop)`` (at least 1), padding segments included.
         """
         frames = feats.shape[1]
@@ -198,9 +217,22 @@ class HGRU(LidModel):
         if self.front is not None:
             x = self._front(x, lengths)                                     # (B, T/s, C)
         v = self.dropout(self.window_norm(self.window_gru(x, windows)))     # (B, N, H1)
-        _, last = self.segment_gru(v.reshape(-1, self.segment_windows, v.shape[2]))
-        s = last[-1].reshape(x.shape[0], -1, last.shape[2])                 # (B, K, H2)
+        s = self._pool_segment(v.reshape(-1, self.segment_windows, v.shape[2]))
+        s = s.reshape(x.shape[0], -1, s.shape[1])                            # (B, K, S)
         return self.segment_norm(s), lengths
+
+    def _pool_segment(self, v: Tensor) -> Tensor:
+        """Level 2 over ``v (segments, segment_windows, hidden1)`` -> ``(segments, S)``."""
+        states, last = self.segment_gru(v)
+        pooling = self.config["segment_pooling"]
+        if pooling == "last":
+            # last: (directions, segments, H2); both directions' final states side by side
+            return torch.cat(list(last), dim=1)
+        mean = states.mean(dim=1)
+        if pooling == "mean":
+            return mean
+        var = (states - mean[:, None]).pow(2).mean(dim=1)
+        return torch.cat([mean, var.clamp(min=1e-5).sqrt()], dim=1)
 
     def _front(self, x: Tensor, lengths: Tensor) -> Tensor:
         """Convolutional front: ``(batch, T, feat_dim)`` zero-padded frames -> ``(batch,
