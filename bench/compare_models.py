@@ -68,7 +68,7 @@ def identify_rtf(model_dir: Path, seconds: float = 60.0) -> float:
     from lre.identify import Identifier
 
     torch.set_num_threads(1)
-    ident = Identifier(model_dir)
+    ident = Identifier.from_pretrained(model_dir, num_threads=1)
     with tempfile.TemporaryDirectory() as tmp:
         audio = make_speech(Path(tmp) / "speech.wav", seconds)
         ident.identify(str(audio))  # warm-up
