@@ -29,6 +29,7 @@ TINY_PREPARE = (
 TINY_TRAIN = (
     "--set train.epochs=2 --set train.progress=false --set model.hidden1=16 "
     "--set model.hidden2=16 --set model.hidden3=16 --set model.attention=8 --set model.dense=16 "
+    "--set model.segment_pooling=last "
     "--set augment.freq_warp=0.15"
 )
 
@@ -127,7 +128,8 @@ def _numbers_close(ours, ref, where: str) -> None:
     elif isinstance(ref, bool) or ref is None or isinstance(ref, str):
         assert ours == ref, f"{where}: {ours!r} != {ref!r}"
     else:
-        assert ours == pytest.approx(ref, abs=GOLDEN_TOL, nan_ok=True), where
+        # values written with 6 decimals: one unit in the last place, as for the tables
+        assert ours == pytest.approx(ref, abs=GOLDEN_TOL + 1e-9, nan_ok=True), where
 
 
 def _record_values(rec: dict) -> tuple:
