@@ -14,6 +14,11 @@
 #                      a set of other languages, X_oos, against the in-set set X),
 #                      then exp/<model>/{results.json,report.md}: the conditions table
 #
+# --model fusion fuses models trained before (--fusion-models "hgru tdnn", each through
+# stage 3): stage 2 has nothing to train, stage 3 fits the fusion on their dev scores
+# (lre fuse, instead of a calibration) and scores the test sets with all of them, stage 4
+# evaluates exp/fusion and sets it side by side with each model it fuses.
+#
 # With no options it builds the embedded multilingual corpus (recipes/synth) and runs every
 # stage. Each stage skips work whose outputs are complete; --force redoes it.
 #
@@ -34,7 +39,11 @@ nj=2                  # parallel jobs: data generation, features, scoring and ev
 cmd=                  # prefix for each job, e.g. "srun -n1 -c1" (empty: run locally)
 data_dir=data
 exp_dir=exp
-model=hgru            # hgru | bigru | tdnn | ecapa
+model=hgru            # hgru | bigru | tdnn | ecapa | fusion
+fusion_models="hgru tdnn"  # with --model fusion: the model dirs under exp/ it fuses, the
+                      # first one's attention kept (a name's part after its first "_" is
+                      # its front end's data dir suffix: hgru_whisper_base reads
+                      # data_whisper_base)
 front_end=fbank       # fbank | whisper-base (Whisper base encoder states; set-up installs it)
 config=               # training config (default: recipes/<recipe>/conf/<model>.yaml if it
                       # exists, else the built-in defaults of the model)
@@ -58,7 +67,7 @@ train_augment_opts=   # options of lre augment for the training set (empty: the 
                       # else no augmentation)
 
 usage() {
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
   cat <<EOF
 
 Usage: $0 [options]       (--name value or --name=value)
@@ -70,7 +79,9 @@ Usage: $0 [options]       (--name value or --name=value)
   --cmd CMD            job prefix, e.g. "srun -n1" (default: local)
   --data-dir DIR       data directories root (default: $data_dir)
   --exp-dir DIR        experiments root (default: $exp_dir)
-  --model NAME         hgru | bigru | tdnn | ecapa (default: $model)
+  --model NAME         hgru | bigru | tdnn | ecapa | fusion (default: $model)
+  --fusion-models "A B"  with --model fusion: the trained models it fuses (default:
+                       "$fusion_models"), each scored by its own stage 3 first
   --front-end NAME     fbank | whisper-base (default: $front_end); another front end works
                        on copies of the data dirs, DATA-DIR_<front end>/<set>, and trains
                        exp/<model>_<front end> with recipes/<recipe>/conf/<model>_<front
@@ -143,6 +154,21 @@ if [ -n "$config" ]; then
 elif [ -f "recipes/$recipe/conf/$model$fe_suffix.yaml" ]; then
   config=recipes/$recipe/conf/$model$fe_suffix.yaml
 fi
+# A fusion's models: their dirs, and for each the data dirs of its front end.
+fused_dirs=() fused_data=()
+if [ "$model" = fusion ]; then
+  [ "$front_end" = fbank ] || { echo "$0: --model fusion: give the models' front ends in" \
+    "--fusion-models (e.g. \"hgru hgru_whisper_base\"), not --front-end" >&2; exit 2; }
+  for m in $fusion_models; do
+    fused_dirs+=("$exp_dir/$m")
+    suffix=; [[ $m == *_* ]] && suffix=_${m#*_}
+    fused_data+=("$data_dir$suffix")
+  done
+  [ ${#fused_dirs[@]} -ge 2 ] || { echo "$0: --fusion-models: give at least two models," \
+    "got '$fusion_models'" >&2; exit 2; }
+fi
+# fused_sets SET: the set's data dir of each fused model, in order.
+fused_sets() { local d; for d in "${fused_data[@]}"; do printf '%s\n' "$d/$1"; done; }
 
 # ---- environment: venv and Debian packages, installed on first use ----
 bash tools/setup.sh
@@ -300,7 +326,9 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   done
 fi
 
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ] && [ "$model" = fusion ]; then
+  log "stage 2: a fusion has nothing to train; it fuses ${fused_dirs[*]}"
+elif [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   if [ -n "$config" ]; then
     log "stage 2: train $model -> $model_dir with $config"
   else
@@ -350,7 +378,26 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   log "stage 3: score $dev_set, fit calibration, score ${present_tests[*]}"
   # A new calibration changes every test set's scores: they are all scored again.
   rescore=$force
-  if [ -f "$model_dir/calibration.json" ] && [ -f "$model_dir/$dev_set/attention.jsonl" ] && \
+  # score_data SET: the data dir(s) lre score reads for SET (a fusion: each model's own).
+  score_data() { if [ "$model" = fusion ]; then fused_sets "$1"; else echo "$feat_data/$1"; fi; }
+  if [ "$model" = fusion ]; then
+    # The models' raw dev scores, from their own stage 3; the fusion is their calibration.
+    dev_scores=()
+    for d in "${fused_dirs[@]}"; do
+      [ -f "$d/$dev_set/scores_raw.tsv" ] || { log "stage 3: no $d/$dev_set/scores_raw.tsv:" \
+        "run stages 2-4 of --model ${d##*/} first"; exit 1; }
+      dev_scores+=("$d/$dev_set/scores_raw.tsv")
+    done
+    if [ -f "$model_dir/fusion.json" ] && ! $force; then
+      log "stage 3: $model_dir/fusion.json exists; skipping (use --force)"
+    else
+      # shellcheck disable=SC2046
+      run_logged "$model_dir/log/fuse.log" lre fuse --model-dirs "${fused_dirs[@]}" \
+        --data $(fused_sets "$dev_set") --scores "${dev_scores[@]}" --out "$model_dir" \
+        --seed "$seed"
+      rescore=true
+    fi
+  elif [ -f "$model_dir/calibration.json" ] && [ -f "$model_dir/$dev_set/attention.jsonl" ] && \
      ! $force; then
     log "stage 3: $model_dir/calibration.json exists; skipping $dev_set (use --force)"
   else
@@ -373,8 +420,9 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   elif [ -f "$model_dir/openset.json" ] && ! $rescore; then
     log "stage 3: $model_dir/openset.json exists; skipping (use --force)"
   else
+    # shellcheck disable=SC2046
     run_logged "$model_dir/log/openset_fit.log" lre openset fit --model-dir "$model_dir" \
-      --dev "$feat_data/$dev_set" --dev-oos "$feat_data/$dev_oos_set" --seed "$seed"
+      --dev $(score_data "$dev_set") --dev-oos $(score_data "$dev_oos_set") --seed "$seed"
     rescore=true
   fi
   for s in "${present_tests[@]}"; do
@@ -383,8 +431,9 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
       continue
     fi
     log "stage 3: score $feat_data/$s -> $model_dir/$s (log: $model_dir/log/score_$s.log)"
+    # shellcheck disable=SC2046
     job_logged "$model_dir/log/score_$s.log" lre score --model-dir "$model_dir" \
-      --data "$feat_data/$s" --out "$model_dir/$s"
+      --data $(score_data "$s") --out "$model_dir/$s"
   done
   wait_jobs
 fi
@@ -428,8 +477,15 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   wait_jobs
   if [ ${#evaluated[@]} -gt 0 ]; then
     log "stage 4: conditions table of ${present_tests[*]} -> $model_dir/report.md"
+    # A fusion is set side by side with each model it fuses (those evaluated by stage 4).
+    compare=()
+    for d in ${fused_dirs[@]+"${fused_dirs[@]}"}; do
+      if [ -f "$d/results.json" ]; then compare+=("$d")
+      else log "stage 4: no $d/results.json (its stage 4): not in the comparison"; fi
+    done
+    [ ${#compare[@]} -gt 0 ] && compare=(--compare "${compare[@]}")
     run_logged "$model_dir/log/evaluate_conditions.log" lre evaluate \
-      --conditions "${evaluated[@]}" --out "$model_dir"
+      --conditions "${evaluated[@]}" --out "$model_dir" ${compare[@]+"${compare[@]}"}
   else
     log "stage 4: none of the test sets ($test_sets) has a data dir; nothing to evaluate"
   fi

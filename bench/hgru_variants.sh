@@ -29,6 +29,8 @@ all_variants=(
   "bi2:model.segment_bidirectional=true"
   "segmean:model.segment_pooling=mean"
   "segstats:model.segment_pooling=stats"
+  "bi1:model.window_bidirectional=true"
+  "crops36:data.crop_min_seconds=3,data.crop_max_seconds=6"
 )
 variants=
 recipe=synth

@@ -119,49 +119,54 @@ def _fit_temperature(x: np.ndarray, labels: np.ndarray) -> float:
     return float(math.exp(res.x))
 
 
-def _affine_objective(theta: np.ndarray, x: np.ndarray, t: np.ndarray, w: np.ndarray,
-                      penalty: float) -> tuple[float, np.ndarray, np.ndarray]:
-    """Loss, gradient and Hessian of the penalised affine fit at ``theta = (alpha, beta)``.
+def linear_objective(theta: np.ndarray, xs: np.ndarray, t: np.ndarray, w: np.ndarray,
+                     penalty: float, prior: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Loss, gradient and Hessian of the penalised linear score map at
+    ``theta = (alpha_1..alpha_S, beta)``: logits ``z = sum_s alpha_s xs[s] + beta`` of
+    ``xs (S, utts, langs)`` (one score table per system; ``S = 1`` is the affine
+    calibration), penalty ``lambda (|alpha - prior|^2 + |beta|^2)``.
 
-    With ``z = alpha x + beta`` and ``p = softmax(z)``, the loss of utterance u has gradient
-    ``w_u (p_u - t_u)`` and Hessian ``w_u (diag p_u - p_u p_u^T)`` in ``z``; the chain rule
-    (``dz/dalpha = x_u``, ``dz/dbeta = I``) gives those in ``theta``.
+    With ``p = softmax(z)``, the loss of utterance u has gradient ``w_u (p_u - t_u)`` and
+    Hessian ``w_u (diag p_u - p_u p_u^T)`` in ``z``; the chain rule (``dz/dalpha_s =
+    xs[s]_u``, ``dz/dbeta = I``) gives those in ``theta``.
     """
-    alpha, beta = theta[0], theta[1:]
-    logp = _log_softmax(alpha * x + beta, axis=1)
+    num = len(xs)
+    alpha, beta = theta[:num], theta[num:]
+    logp = _log_softmax(np.tensordot(alpha, xs, axes=1) + beta, axis=1)
     p = np.exp(logp)
     loss = -float(np.sum(w[:, None] * t * logp))
-    loss += penalty * ((alpha - 1.0) ** 2 + float(beta @ beta))
+    loss += penalty * (float((alpha - prior) @ (alpha - prior)) + float(beta @ beta))
     gz = w[:, None] * (p - t)
-    grad = np.concatenate([[float(np.sum(gz * x)) + 2.0 * penalty * (alpha - 1.0)],
+    grad = np.concatenate([np.einsum("ul,sul->s", gz, xs) + 2.0 * penalty * (alpha - prior),
                            gz.sum(axis=0) + 2.0 * penalty * beta])
-    px = np.sum(p * x, axis=1)  # (utts,)
+    px = np.einsum("ul,sul->su", p, xs)  # (S, utts): p-weighted mean of each system's x
     wp = w[:, None] * p
-    h_aa = float(np.sum(wp * x * x) - np.sum(w * px * px))
-    h_ab = np.sum(wp * x, axis=0) - np.sum(wp * px[:, None], axis=0)
+    h_aa = np.einsum("ul,sul,rul->sr", wp, xs, xs) - np.einsum("u,su,ru->sr", w, px, px)
+    h_ab = np.einsum("ul,sul->sl", wp, xs) - np.einsum("ul,su->sl", wp, px)
     h_bb = np.diag(wp.sum(axis=0)) - p.T @ wp
-    n = len(beta)
-    hess = np.empty((n + 1, n + 1))
-    hess[0, 0], hess[0, 1:], hess[1:, 0], hess[1:, 1:] = h_aa, h_ab, h_ab, h_bb
-    hess += 2.0 * penalty * np.eye(n + 1)
+    hess = np.block([[h_aa, h_ab], [h_ab.T, h_bb]])
+    hess += 2.0 * penalty * np.eye(len(theta))
     return loss, grad, hess
 
 
-def _fit_affine(x: np.ndarray, labels: np.ndarray, penalty: float) -> tuple[float, np.ndarray]:
-    """``alpha, beta (langs,)`` minimising weighted cross-entropy + the identity prior, by
-    Newton's method (the penalised loss is strictly convex) with a backtracking line search;
-    ``alpha`` is kept >= 0, as a negative scale would turn the ranking upside down."""
-    n = x.shape[1]
+def fit_linear(xs: np.ndarray, labels: np.ndarray, penalty: float,
+               prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``alpha (S,), beta (langs,)`` minimising the weighted cross-entropy of
+    ``sum_s alpha_s xs[s] + beta`` plus the L2 pull toward ``(prior, 0)``
+    (:func:`linear_objective`), by Newton's method (the penalised loss is strictly convex)
+    with a backtracking line search; every ``alpha_s`` is kept >= 0, as a negative scale
+    would turn a system's ranking upside down."""
+    num, n = len(xs), xs.shape[2]
     w, t = _class_weights(labels, n), _targets(labels, n)
-    theta = np.concatenate([[1.0], np.zeros(n)])
-    loss, grad, hess = _affine_objective(theta, x, t, w, penalty)
+    theta = np.concatenate([np.asarray(prior, dtype=np.float64), np.zeros(n)])
+    loss, grad, hess = linear_objective(theta, xs, t, w, penalty, prior)
     for _ in range(100):
         step = np.linalg.solve(hess, grad)
         size = 1.0
         while True:
             cand = theta - size * step
-            cand[0] = max(cand[0], 0.0)
-            new = _affine_objective(cand, x, t, w, penalty)
+            cand[:num] = np.maximum(cand[:num], 0.0)
+            new = linear_objective(cand, xs, t, w, penalty, prior)
             if new[0] <= loss + 1e-12 or size < 1e-10:
                 break
             size /= 2.0
@@ -170,9 +175,22 @@ def _fit_affine(x: np.ndarray, labels: np.ndarray, penalty: float) -> tuple[floa
         if converged:
             break
     if not np.isfinite(loss):
-        raise LreError("calibration: the affine fit did not converge")
-    beta = theta[1:]
-    return float(theta[0]), beta - beta.mean()  # offsets are defined up to a constant
+        raise LreError("calibration: the linear fit did not converge")
+    beta = theta[num:]
+    return theta[:num].copy(), beta - beta.mean()  # offsets are defined up to a constant
+
+
+def _affine_objective(theta: np.ndarray, x: np.ndarray, t: np.ndarray, w: np.ndarray,
+                      penalty: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """:func:`linear_objective` of one system pulled toward the identity (``alpha = 1``)."""
+    return linear_objective(theta, x[None], t, w, penalty, np.ones(1))
+
+
+def _fit_affine(x: np.ndarray, labels: np.ndarray, penalty: float) -> tuple[float, np.ndarray]:
+    """``alpha, beta (langs,)`` of the affine calibration: :func:`fit_linear` of one
+    system with the identity prior."""
+    alpha, beta = fit_linear(x[None], labels, penalty, np.ones(1))
+    return float(alpha[0]), beta
 
 
 def _fit_logreg(x: np.ndarray, labels: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("lre.train", "train a language recognition model"),
     "score": ("lre.score", "score a data dir: scores.tsv, llr.tsv, attention.jsonl"),
     "calibrate": ("lre.calibration", "fit score calibration on dev scores"),
+    "fuse": ("lre.fusion", "fuse several models' scores, fitted on dev (a fusion dir)"),
     "openset": ("lre.openset", "fit when to answer 'unknown' on dev and dev_oos"),
     "evaluate": ("lre.evaluate", "metrics, report.md and plots from scores"),
     "identify": ("lre.identify", "identify the language of audio files"),

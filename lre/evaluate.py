@@ -742,7 +742,8 @@ def conditions_out_dir(set_dirs: Sequence[PathLike]) -> Path:
 
 
 def evaluate_conditions(set_dirs: Sequence[PathLike],
-                        out_dir: PathLike | None = None) -> dict[str, Any]:
+                        out_dir: PathLike | None = None,
+                        compare: Sequence[PathLike] = ()) -> dict[str, Any]:
     """One table of the test conditions: the figures of each evaluated set side by side.
 
     Each of ``set_dirs`` (``exp/hgru/test``, ``exp/hgru/test_noisy``, ...) holds the
@@ -750,7 +751,9 @@ def evaluate_conditions(set_dirs: Sequence[PathLike],
     recomputed. Writes ``results.json`` (per condition: utterances, accuracy, Cavg, min-Cavg,
     EER, Cllr, and ``raw`` the same before calibration when the set has them) and
     ``report.md`` (the conditions table, then each condition's per-language table) in
-    ``out_dir``, by default the folder holding the sets.
+    ``out_dir``, by default the folder holding the sets. ``compare``: other systems' dirs
+    with such a combined ``results.json`` (e.g. the subsystems of a fusion); their figures
+    and these go side by side into ``systems`` and a table per figure in the report.
 
     Returns the combined results (as written, after NaN -> null).
     """
@@ -763,6 +766,8 @@ def evaluate_conditions(set_dirs: Sequence[PathLike],
     combined = json_ready({"conditions": {
         name: _condition_entry(d, out, per_set[name]) for name, d in zip(names, dirs, strict=True)
     }})
+    if compare:
+        combined["systems"] = _systems(out, combined["conditions"], compare)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json",
                       json.dumps(combined, indent=2, ensure_ascii=False) + "\n")
@@ -792,6 +797,56 @@ def conditions_table(combined: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _systems(out: Path, conditions: Mapping[str, Any],
+             compare: Sequence[PathLike]) -> dict[str, dict[str, Any]]:
+    """``{system: {condition: figures}}`` of this system (``out``'s name) and each of
+    ``compare`` (its combined ``results.json``)."""
+    systems = {out.name: dict(conditions)}
+    for d in (Path(c) for c in compare):
+        path = d / "results.json"
+        try:
+            other = json.loads(path.read_text(encoding="utf-8"))["conditions"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+            raise LreError(f"{path}: no conditions table (run stage 4 of that model, or "
+                           "lre evaluate --conditions ... --out "
+                           f"{d})") from None
+        name = d.name if d.name not in systems else str(d)
+        systems[name] = other
+    return systems
+
+
+#: (title, results.json key, scale, digits, open-set figure) of the systems tables.
+_SYSTEM_FIGURES: list[tuple[str, str, float, int, bool]] = [
+    ("accuracy (%)", "accuracy", 100.0, 2, False),
+    ("EER (%)", "EER", 100.0, 2, False),
+    ("min-Cavg x100", "minCavg", 100.0, 2, False),
+    ("Cllr (bits)", "Cllr", 1.0, 3, False),
+    ("unknown EER (%)", "unknown_EER", 100.0, 2, True),
+]
+
+
+def systems_tables(systems: Mapping[str, Mapping[str, Any]]) -> str:
+    """One Markdown table per figure: rows the conditions of the first system, columns
+    the systems (``-`` where a system lacks the condition or the figure)."""
+    names = list(systems)
+    conditions = list(next(iter(systems.values())))
+    out = []
+    for title, key, scale, digits, open_set in _SYSTEM_FIGURES:
+        rows = []
+        for cond in conditions:
+            cells = [(systems[n].get(cond) or {}) for n in names]
+            vals = [(c.get("open_set") or {}).get(key) if open_set else c.get(key)
+                    for c in cells]
+            if all(v is None for v in vals):
+                continue
+            rows.append(f"| {cond} | " + " | ".join(_fmt(v, scale, digits) for v in vals)
+                        + " |")
+        if rows:
+            out += [f"{title}:", "", "| condition | " + " | ".join(names) + " |",
+                    "|---|" + "---:|" * len(names), *rows, ""]
+    return "\n".join(out)
+
+
 def render_conditions_report(combined: Mapping[str, Any],
                              per_set: Mapping[str, Mapping[str, Any]]) -> str:
     """report.md of the conditions: their table, then each one's per-language table."""
@@ -802,6 +857,11 @@ def render_conditions_report(combined: Mapping[str, Any],
            "EER and Cllr pooled over languages, Cllr in bits. Where a cell holds two "
            "figures, the first is of the calibrated scores, the second of the raw ones.", "",
            conditions_table(combined)]
+    if combined.get("systems"):
+        out += ["## Systems side by side", "",
+                "This system and those it is compared with (e.g. the subsystems of a "
+                "fusion), on the same conditions, from their own reports.", "",
+                systems_tables(combined["systems"])]
     for name, c in combined["conditions"].items():
         res = per_set[name]
         out += [f"## {name}", "",
@@ -838,6 +898,10 @@ def cli_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conditions", nargs="+", metavar="DIR",
                         help="instead: combine evaluated sets (dirs with results.json, e.g. "
                              "exp/hgru/test exp/hgru/test_noisy) into one conditions table")
+    parser.add_argument("--compare", nargs="+", default=(), metavar="DIR",
+                        help="with --conditions: other systems' dirs with their conditions "
+                             "results.json (e.g. exp/hgru exp/tdnn, the subsystems of a "
+                             "fusion), tabulated side by side with this one")
     parser.add_argument("--out", default=None,
                         help="with --conditions: where results.json and report.md go "
                              "(default: the folder holding the sets)")
@@ -855,8 +919,10 @@ def cli_evaluate(args: argparse.Namespace) -> int:
         if args.scores_dir or args.data:
             raise LreError("--conditions combines evaluated sets: give it without "
                            "--scores-dir and --data")
-        combined = evaluate_conditions(args.conditions, args.out)
+        combined = evaluate_conditions(args.conditions, args.out, compare=args.compare)
         print(conditions_table(combined), end="")
+        if combined.get("systems"):
+            print("\n" + systems_tables(combined["systems"]), end="")
         out = Path(args.out) if args.out else conditions_out_dir(args.conditions)
         print(f"report: {out / 'report.md'}")
         return 0

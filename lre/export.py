@@ -236,6 +236,11 @@ def export_model(
     out = Path(out_dir) if out_dir is not None else model_dir
     ckpt = model_dir / checkpoint
     if not ckpt.is_file():
+        from lre.fusion import is_fusion_dir
+
+        if is_fusion_dir(model_dir):
+            raise LreError(f"{model_dir}: a fusion dir has no model of its own; export each "
+                           "model it fuses (lre identify --backend onnx then uses theirs)")
         raise LreError(f"{ckpt}: no such checkpoint")
     model, meta = load_model(ckpt, map_location="cpu")
     model.eval()

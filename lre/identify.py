@@ -78,6 +78,18 @@ DEFAULT_CHUNK_SECONDS = 60.0
 # ----------------------------------------------------------------------------------------
 
 
+@dataclass
+class Run:
+    """One input through a model: its name, duration (s), raw result, warnings about the
+    audio, and the frame index of the model input (which frames VAD kept)."""
+
+    name: str
+    duration: float
+    result: UtteranceResult
+    warnings: list[str]
+    frame_index: np.ndarray
+
+
 class Identifier:
     """Audio -> language posteriors, attention over segments and an optional timeline.
 
@@ -135,6 +147,12 @@ class Identifier:
         from lre.openset import load_openset
 
         exp_dir = Path(exp_dir)
+        from lre.fusion import is_fusion_dir
+
+        if is_fusion_dir(exp_dir):
+            return FusedIdentifier.from_fusion_dir(
+                exp_dir, checkpoint=checkpoint, backend=backend, chunk_seconds=chunk_seconds,
+                device=device, num_threads=num_threads, unknown_threshold=unknown_threshold)
         if backend == "torch":
             tm = load_trained_model(exp_dir, checkpoint, device=device)
             return cls(tm.runner, tm.langs, tm.feats_config, tm.calibrator, chunk_seconds,
@@ -260,12 +278,24 @@ class Identifier:
             LreError: unreadable audio, too short, or no speech found; a code of
                 ``langs`` that the model does not know.
         """
+        cfg = self.feats_config
+        timeline = timeline or turns is not False
+        subset = None if langs is None else check_subset(langs, self.langs)
+        run = self.run(audio, sample_rate, timeline)
+        record = self._record(run.name, run.duration, run.result, run.warnings, subset)
+        if turns is not False:
+            from lre.segmentation.decoder import record_turns, speech_from_index
+
+            speech = speech_from_index(run.frame_index, cfg.frame_shift, cfg.frame_length)
+            record.turns = record_turns(record, speech, None if turns is True else turns)
+        return record
+
+    def run(self, audio: Any, sample_rate: int | None = None, timeline: bool = False) -> Run:
+        """The model's raw result on one input (before calibration and open set)."""
         from lre.inference.chunks import max_chunk_frames
         from lre.inference.runner import run_utterances
 
         cfg = self.feats_config
-        timeline = timeline or turns is not False
-        subset = None if langs is None else check_subset(langs, self.langs)
         stream = self._open(audio, sample_rate, chunked=self.chunk_seconds is not None)
         try:
             item = self.model_input(stream)
@@ -273,16 +303,10 @@ class Identifier:
                          else max_chunk_frames(self.chunk_seconds, cfg.frame_shift))
             [(_, res)] = run_utterances(self.runner, [item], cfg.frame_shift, cfg.frame_length,
                                         max_chunk, batch_size=1, timeline=timeline)
-            record = self._record(stream.name, stream.duration, res,
-                                  self.stream_warnings(stream), subset)
+            return Run(stream.name, stream.duration, res, self.stream_warnings(stream),
+                       item.frame_index)
         finally:
             stream.close()
-        if turns is not False:
-            from lre.segmentation.decoder import record_turns, speech_from_index
-
-            speech = speech_from_index(item.frame_index, cfg.frame_shift, cfg.frame_length)
-            record.turns = record_turns(record, speech, None if turns is True else turns)
-        return record
 
     def segment(
         self,
@@ -329,6 +353,49 @@ class Identifier:
             except Exception as e:  # one bad file must not stop the others
                 logger.debug("%s", src, exc_info=True)
                 yield src, LreError(f"{src}: {type(e).__name__}: {error_cause(e)}")
+
+
+class FusedIdentifier(Identifier):
+    """The identifier of a fusion dir (:mod:`lre.fusion`): every subsystem's identifier
+    runs on the same audio (each with its own features) and their raw results are fused;
+    segments, attention and timeline are the first subsystem's. The open-set operating
+    point is the fusion dir's own."""
+
+    def __init__(self, fusion: dict[str, Any], subsystems: list[Identifier],
+                 openset: OpenSet | None = None) -> None:
+        from lre.fusion import AlreadyCalibrated
+
+        lead = subsystems[0]
+        super().__init__(lead.runner, list(fusion["langs"]), lead.feats_config,
+                         AlreadyCalibrated(), lead.chunk_seconds, openset)  # type: ignore[arg-type]
+        self.fusion = fusion
+        self.subsystems = subsystems
+
+    @classmethod
+    def from_fusion_dir(cls, fusion_dir: str | os.PathLike, unknown_threshold: float | None
+                        = None, **options: Any) -> FusedIdentifier:
+        """Each subsystem as :meth:`Identifier.from_pretrained` loads it (``options``), with
+        no calibration or open set of its own: the fusion replaces both."""
+        from lre.fusion import load_fusion, subsystem_dirs
+        from lre.openset import load_openset
+
+        fusion = load_fusion(fusion_dir)
+        subsystems = []
+        for d in subsystem_dirs(fusion_dir, fusion):
+            ident = Identifier.from_pretrained(d, **options)
+            ident.calibrator, ident.openset = None, None
+            subsystems.append(ident)
+        return cls(fusion, subsystems, load_openset(fusion_dir, unknown_threshold))
+
+    def run(self, audio: Any, sample_rate: int | None = None, timeline: bool = False) -> Run:
+        from lre.fusion import fuse_results, in_language_order
+
+        runs = [s.run(audio, sample_rate, timeline) for s in self.subsystems]
+        results = [in_language_order(r.result, s.langs, self.langs) for s, r in
+                   zip(self.subsystems, runs, strict=True)]
+        lead = runs[0]
+        return Run(lead.name, lead.duration, fuse_results(self.fusion, results), lead.warnings,
+                   lead.frame_index)
 
 
 # ----------------------------------------------------------------------------------------

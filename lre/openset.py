@@ -461,17 +461,22 @@ def read_openset_scores(scores_dir: PathLike) -> tuple[dict[str, tuple[float, bo
 # ----------------------------------------------------------------------------------------
 
 
-def _dev_inputs(model: Any, data_dir: Path, batch_size: int) -> tuple[list[str], OpenSetInputs]:
+def _dirs(data: PathLike | Sequence[PathLike]) -> list[Path]:
+    return [Path(data)] if isinstance(data, (str, os.PathLike)) else [Path(d) for d in data]
+
+
+def _dev_inputs(model: Any, data_dir: list[Path], batch_size: int
+                ) -> tuple[list[str], OpenSetInputs]:
     """Run the model on a data dir's features: its utterances and open-set inputs."""
     from lre.data.tables import c_sorted
     from lre.score import run_datadir
 
     results, failed, total = run_datadir(model, data_dir, batch_size=batch_size)
     if failed:
-        log.warning("%s: %d of %d utterances could not be read; left out", data_dir,
+        log.warning("%s: %d of %d utterances could not be read; left out", data_dir[0],
                     len(failed), total)
     if not results:
-        raise LreError(f"{data_dir}: no utterance could be run through the model")
+        raise LreError(f"{data_dir[0]}: no utterance could be run through the model")
     utts = c_sorted(results)
     raw = np.stack([results[u].log_posteriors for u in utts])
     return utts, OpenSetInputs.from_results([results[u] for u in utts], model.calibrator(raw))
@@ -494,8 +499,8 @@ def _inset_rows(data_dir: Path, utts: list[str], langs: list[str]) -> tuple[np.n
 
 def openset_fit(
     model_dir: PathLike,
-    dev: PathLike,
-    dev_oos: PathLike,
+    dev: PathLike | Sequence[PathLike],
+    dev_oos: PathLike | Sequence[PathLike],
     out: PathLike | None = None,
     method: str = "auto",
     inset_reject: float = DEFAULT_INSET_REJECT,
@@ -510,13 +515,16 @@ def openset_fit(
     ``<model_dir>/openset.json``). Utterances of ``dev_oos`` in a language the model knows
     are left out. Returns the operating point."""
     from lre.data.tables import read_table
-    from lre.inference.model_dir import load_trained_model
+    from lre.inference.model_dir import load_model_dir
 
-    dev, dev_oos = Path(dev), Path(dev_oos)
-    model = load_trained_model(model_dir, checkpoint, device=device)
-    utts, inset = _dev_inputs(model, dev, batch_size)
+    # a fusion of models of different front ends reads a data dir per model: the first
+    # one's tables give the labels
+    dev_dirs, oos_dirs = _dirs(dev), _dirs(dev_oos)
+    dev, dev_oos = dev_dirs[0], oos_dirs[0]
+    model = load_model_dir(model_dir, checkpoint, device=device)  # or a fusion dir
+    utts, inset = _dev_inputs(model, dev_dirs, batch_size)
     rows, labels = _inset_rows(dev, utts, model.langs)
-    oos_utts, oos = _dev_inputs(model, dev_oos, batch_size)
+    oos_utts, oos = _dev_inputs(model, oos_dirs, batch_size)
     oos_lang = read_table(dev_oos / "utt2lang")
     keep = np.array([oos_lang.get(u) not in model.langs for u in oos_utts])
     if not keep.all():
@@ -529,6 +537,9 @@ def openset_fit(
                                        if k and u in oos_lang})
     spec["fit_on"] = {"model_dir": os.fspath(model_dir), "checkpoint": checkpoint,
                       "dev": os.fspath(dev), "dev_oos": os.fspath(dev_oos)}
+    if len(dev_dirs) > 1:
+        spec["fit_on"]["dev_per_model"] = [os.fspath(d) for d in dev_dirs]
+        spec["fit_on"]["dev_oos_per_model"] = [os.fspath(d) for d in oos_dirs]
     out = Path(out) if out is not None else Path(model_dir) / OPENSET
     save_openset(out, spec)
     log.info("open set: %s (asked: %s), unknown below %.6g; on dev at that threshold: %s; "
@@ -546,9 +557,12 @@ def cli_openset_args(parser: argparse.ArgumentParser) -> None:
                                      "'unknown' on in-set and out-of-set dev data; write "
                                      "<model-dir>/openset.json.")
     fit.add_argument("--model-dir", required=True, help="experiment dir, e.g. exp/hgru")
-    fit.add_argument("--dev", required=True, help="in-set dev data dir with features")
-    fit.add_argument("--dev-oos", required=True,
-                     help="out-of-set dev data dir (other languages) with features")
+    fit.add_argument("--dev", required=True, nargs="+", metavar="DIR",
+                     help="in-set dev data dir with features (a fusion of models of "
+                          "different front ends: one per model)")
+    fit.add_argument("--dev-oos", required=True, nargs="+", metavar="DIR",
+                     help="out-of-set dev data dir (other languages) with features (the "
+                          "same)")
     fit.add_argument("--out", default=None, help="default: <model-dir>/openset.json")
     fit.add_argument("--method", choices=("auto", *METHODS), default="auto",
                      help="auto (default): the one with the lowest EER of dev against dev_oos")

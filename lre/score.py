@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,7 +44,7 @@ from lre.inference.model_dir import (
     Calibrator,
     TrainedModel,
     check_feats_compatible,
-    load_trained_model,
+    load_model_dir,
 )
 from lre.inference.records import UNKNOWN, ResultRecord, write_records
 from lre.inference.runner import ModelInput, run_utterances
@@ -52,6 +52,7 @@ from lre.languages import add_answer_options, check_subset, parse_langs
 from lre.utils import LreError
 
 if TYPE_CHECKING:
+    from lre.fusion import FusedModel
     from lre.openset import OpenSet
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,12 @@ def write_results(
                                  decision=UNKNOWN if unknown[i] else None)
         for i, u in enumerate(utts)))
     return paths
+
+
+def _data_name(data_dir: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
+    if isinstance(data_dir, (str, os.PathLike)):
+        return os.fspath(data_dir)
+    return " ".join(os.fspath(d) for d in data_dir)
 
 
 @dataclass
@@ -174,16 +181,23 @@ def _write_failed(out_dir: Path, failed: dict[str, str], total: int) -> None:
 
 
 def run_datadir(
-    model: TrainedModel,
-    data_dir: str | os.PathLike,
+    model: TrainedModel | FusedModel,
+    data_dir: str | os.PathLike | Sequence[str | os.PathLike],
     batch_size: int = 32,
     max_batch_frames: int = 60000,
     max_chunk_seconds: float = 60.0,
     timeline: bool = False,
 ) -> tuple[dict[str, UtteranceResult], dict[str, str], int]:
     """The model's result for every utterance of ``data_dir`` whose features can be read
-    -> ``(results, failed (utt -> reason), number of utterances)``."""
-    data_dir = Path(data_dir)
+    -> ``(results, failed (utt -> reason), number of utterances)``. A fusion runs each
+    subsystem on the data dir (or on its own of a list, one per subsystem) and fuses."""
+    from lre.fusion import FusedModel, run_fused_datadir
+
+    if isinstance(model, FusedModel):
+        return run_fused_datadir(model, data_dir, batch_size=batch_size,
+                                 max_batch_frames=max_batch_frames,
+                                 max_chunk_seconds=max_chunk_seconds, timeline=timeline)
+    data_dir = _single_data_dir(data_dir)
     cfg = model.feats_config
     reader = _reader_for(model, data_dir)
     utts = _longest_first(data_dir, list(reader.feats_scp))
@@ -199,9 +213,18 @@ def run_datadir(
     return results, failed, len(utts)
 
 
+def _single_data_dir(data_dir: str | os.PathLike | Sequence[str | os.PathLike]) -> Path:
+    if isinstance(data_dir, (str, os.PathLike)):
+        return Path(data_dir)
+    if len(data_dir) != 1:
+        raise LreError(f"--data: a model reads one data dir, got {len(data_dir)} (several "
+                       "are for a fusion of models of different front ends)")
+    return Path(data_dir[0])
+
+
 def score_datadir(
     model_dir: str | os.PathLike,
-    data_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     checkpoint: str = "final.pt",
     batch_size: int = 32,
@@ -217,7 +240,9 @@ def score_datadir(
         model_dir: experiment dir (``<checkpoint>``, ``feats_config.json``, optional
             ``calibration.json``).
         data_dir: data dir with ``feats.scp`` (and ``vad.scp``; without it every frame
-            is used) from the feature stage.
+            is used) from the feature stage. ``model_dir`` may be a fusion dir
+            (:mod:`lre.fusion`): then every subsystem scores it (or each its own data
+            dir of a list, one per subsystem) and the scores are fused.
         out_dir: where the score files go.
         batch_size: most inputs per model call.
         max_batch_frames: most padded frames (batch x longest) per model call.
@@ -235,8 +260,8 @@ def score_datadir(
     """
     from lre.openset import load_openset
 
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    model = load_trained_model(model_dir, checkpoint, device=device)
+    out_dir = Path(out_dir)
+    model = load_model_dir(model_dir, checkpoint, device=device)
     subset = None if langs is None else check_subset(parse_langs(langs) or [], model.langs)
     openset = load_openset(model_dir, unknown_threshold)
     # per-segment posteriors in attention.jsonl: stage 4's language turns
@@ -245,7 +270,7 @@ def score_datadir(
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_failed(out_dir, failed, total)
     if not results:
-        raise LreError(f"{data_dir}: no utterance could be scored")
+        raise LreError(f"{_data_name(data_dir)}: no utterance could be scored")
     paths = write_results(out_dir, model.langs, results, model.calibrator, subset, openset)
     logger.info("scored %d utterances into %s%s%s", len(results), out_dir,
                 " (calibrated)" if model.calibrator.active else "",
@@ -255,7 +280,9 @@ def score_datadir(
 
 def cli_score_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", required=True, help="experiment dir, e.g. exp/hgru")
-    parser.add_argument("--data", required=True, help="data dir with feats.scp (and vad.scp)")
+    parser.add_argument("--data", required=True, nargs="+", metavar="DIR",
+                        help="data dir with feats.scp (and vad.scp); for a fusion dir whose "
+                             "models have different front ends, one per model")
     parser.add_argument("--out", required=True, help="output dir, e.g. exp/hgru/test")
     parser.add_argument("--checkpoint", default="final.pt",
                         help="checkpoint file in the model dir (default: final.pt)")

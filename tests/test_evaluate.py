@@ -211,3 +211,37 @@ def test_conditions_table_combines_evaluated_sets(tmp_path, capsys):
         evaluate.evaluate_conditions([test, test])
     assert main(["evaluate", "--conditions", str(test), "--data", str(data_test)]) == 1
     assert main(["evaluate", "--data", str(data_test)]) == 1
+
+
+def test_conditions_compared_with_other_systems(tmp_path, capsys):
+    """--compare: each system's figures per condition side by side, from their own
+    combined results.json; a system without one is a one-line error."""
+    right = [[.8 if j == k else .1 for j in range(3)] for k in LABELS]
+    always_en = [[.8, .1, .1]] * len(LABELS)
+    dirs = {}
+    for system, post in (("fusion", right), ("hgru", always_en)):
+        sets = []
+        for cond in ("test", "test_noisy"):
+            scores_dir, data = _hand_scored_set(tmp_path / system, cond, post)
+            evaluate.evaluate(scores_dir, data, plots=False)
+            sets.append(scores_dir)
+        dirs[system] = tmp_path / system / "exp"
+        if system == "hgru":
+            evaluate.evaluate_conditions(sets)
+        else:
+            fusion_sets = sets
+    with pytest.raises(LreError, match=r"nowhere/results.json: no conditions table"):
+        evaluate.evaluate_conditions(fusion_sets, compare=[tmp_path / "nowhere"])
+    rc = main(["evaluate", "--conditions", *map(str, fusion_sets), "--compare",
+               str(dirs["hgru"])])
+    assert rc == 0
+    combined = json.loads((dirs["fusion"] / "results.json").read_text())
+    assert list(combined["systems"]) == ["exp", str(dirs["hgru"])]  # same name: the path
+    assert combined["systems"]["exp"]["test"]["accuracy"] == 1.0
+    assert combined["systems"][str(dirs["hgru"])]["test_noisy"]["accuracy"] == 0.25
+    md = (dirs["fusion"] / "report.md").read_text()
+    assert "## Systems side by side" in md
+    table = md[md.index("accuracy (%):"):]
+    assert "| test | 100.00 | 25.00 |" in table and "| test_noisy | 100.00 | 25.00 |" in table
+    assert "unknown EER" not in md.split("## test\n")[0]  # no open-set figures: no table
+    assert "| test | 100.00 | 25.00 |" in capsys.readouterr().out

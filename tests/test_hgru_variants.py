@@ -21,11 +21,12 @@ VARIANTS = {
     "conv2": {"front": "conv", "front_channels": 7, "front_kernel": 5, "front_stride": 2},
     "deep": {"front": "conv", "front_layers": 3, "front_channels": 7, "front_stride": 2},
     "norm": {"layer_norm": True},
+    "bi1": {"window_bidirectional": True},
     "bi2": {"segment_bidirectional": True},
     "segmean": {"segment_pooling": "mean"},
     "segstats": {"segment_pooling": "stats", "segment_bidirectional": True},
     "all": {"front": "conv", "front_channels": 5, "front_stride": 2, "pooling": "stats",
-            "layer_norm": True, "segment_bidirectional": True},
+            "layer_norm": True, "segment_bidirectional": True, "window_bidirectional": True},
 }
 
 
@@ -112,8 +113,13 @@ def loop_segment_vectors(model: HGRU, x: torch.Tensor, lengths: torch.Tensor
             states = []
             for j in range(model.segment_windows):
                 start = (k * model.segment_hop) // stride + j * shift
-                _, hw = model.window_gru.gru(utt[:, start:start + win])
-                states.append(model.window_norm(hw[0, 0]))
+                window = utt[:, start:start + win]
+                _, hw = model.window_gru.gru(window)
+                vec = hw[0, 0]
+                if model.window_gru_backward is not None:  # the window read backwards
+                    _, hb = model.window_gru_backward.gru(window.flip(1))
+                    vec = torch.cat([vec, hb[0, 0]])
+                states.append(model.window_norm(vec))
             seq, hs = model.segment_gru(torch.stack(states)[None])
             pooling = model.config["segment_pooling"]
             if pooling == "last":
@@ -128,7 +134,7 @@ def loop_segment_vectors(model: HGRU, x: torch.Tensor, lengths: torch.Tensor
     return out
 
 
-@pytest.mark.parametrize("variant", ["conv1", "conv2", "deep", "norm", "bi2",
+@pytest.mark.parametrize("variant", ["conv1", "conv2", "deep", "norm", "bi1", "bi2",
                                      "segmean", "segstats", "all"])
 def test_batched_levels_equal_per_segment_loop(variant):
     model = tiny(variant)
@@ -138,7 +144,9 @@ def test_batched_levels_equal_per_segment_loop(variant):
     with torch.no_grad():
         expected = loop_segment_vectors(model, x, lengths)
         for impl in ("native", "unrolled", "unrolled_shared"):
-            model.window_gru.impl = impl
+            for level1 in (model.window_gru, model.window_gru_backward):
+                if level1 is not None:
+                    level1.impl = impl
             s, _ = model.segment_vectors(x, lengths)
             for b, ref in enumerate(expected):
                 torch.testing.assert_close(s[b, :len(ref)], ref, atol=1e-5, rtol=0)
@@ -173,14 +181,17 @@ def test_stats_pooling_is_weighted_mean_and_std():
 
 
 @pytest.mark.parametrize("variant,impl", [("default", "auto"), ("stats", "auto"),
-                                          ("deep", "auto"), ("bi2", "auto"),
+                                          ("deep", "auto"), ("bi1", "auto"),
+                                          ("bi2", "auto"),
                                           ("segstats", "auto"), ("all", "native")])
 def test_onnx_export_matches_torch(tmp_path, variant, impl):
     """``impl="native"`` is what ``lre export`` traces."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     model = tiny(variant)
-    model.window_gru.impl = impl
+    for level1 in (model.window_gru, model.window_gru_backward):
+        if level1 is not None:
+            level1.impl = impl
     path = tmp_path / "hgru.onnx"
     with torch.no_grad():
         torch.onnx.export(model, (rand(2, 330), torch.tensor([330, 200])), str(path),

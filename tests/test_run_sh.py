@@ -34,13 +34,19 @@ TINY_TRAIN = (
 )
 
 
-def run_sh(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+#: A TDNN of the same tiny size, to fuse with the tiny HGRU.
+TINY_TDNN = ("--set train.epochs=2 --set train.progress=false --set model.channels=16 "
+             "--set model.stats_channels=32 --set model.embedding=16")
+
+
+def run_sh(tmp_path: Path, *args: str, train_opts: str = TINY_TRAIN
+           ) -> subprocess.CompletedProcess:
     env = dict(os.environ, LRE_SKIP_APT="1", PYTHONUNBUFFERED="1")
     return subprocess.run(
         [
             "bash", str(ROOT / "run.sh"),
             "--data-dir", str(tmp_path / "data"), "--exp-dir", str(tmp_path / "exp"),
-            "--nj", "2", "--prepare-opts", TINY_PREPARE, "--train-opts", TINY_TRAIN,
+            "--nj", "2", "--prepare-opts", TINY_PREPARE, "--train-opts", train_opts,
             "--train-augment-opts", "none", *args,
         ],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
@@ -96,6 +102,38 @@ def test_run_sh_all_stages_then_rerun_skips(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert "skipping" in again.stderr
     assert (exp / "final.pt").stat().st_mtime_ns == before
+    check_fusion(tmp_path)
+
+
+def check_fusion(tmp_path: Path) -> None:
+    """A tiny TDNN beside the HGRU, then --model fusion of the two: stage 3 fits the
+    fusion on their raw dev scores and scores the test sets with both, stage 4 sets the
+    fusion beside them."""
+    from lre.fusion import apply_fusion, load_fusion
+
+    missing = run_sh(tmp_path, "--stage", "2", "--model", "fusion")
+    assert missing.returncode == 1
+    assert "no " + str(tmp_path / "exp" / "tdnn" / "dev" / "scores_raw.tsv") in missing.stderr
+    assert "run stages 2-4 of --model tdnn first" in missing.stderr
+    tdnn = run_sh(tmp_path, "--stage", "2", "--model", "tdnn", train_opts=TINY_TDNN)
+    assert tdnn.returncode == 0, tdnn.stderr[-3000:]
+    proc = run_sh(tmp_path, "--stage", "2", "--model", "fusion")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = tmp_path / "exp"
+    assert "a fusion has nothing to train" in proc.stderr
+    fusion = load_fusion(exp / "fusion")
+    assert fusion["subsystems"] == ["../hgru", "../tdnn"]
+    assert (exp / "fusion" / "openset.json").is_file()
+    utts, langs, fused = _table(exp / "fusion" / "test" / "scores.tsv")
+    subsystems = [_table(exp / m / "test" / "scores_raw.tsv") for m in ("hgru", "tdnn")]
+    assert all(u == utts and lg == langs for u, lg, _ in subsystems)
+    np.testing.assert_allclose(fused, apply_fusion(fusion, [t for *_, t in subsystems]),
+                               atol=1e-5)
+    combined = json.loads((exp / "fusion" / "results.json").read_text())
+    assert list(combined["systems"]) == ["fusion", "hgru", "tdnn"]
+    assert combined["systems"]["tdnn"]["test"]["accuracy"] == json.loads(
+        (exp / "tdnn" / "test" / "results.json").read_text())["accuracy"]
+    assert "## Systems side by side" in (exp / "fusion" / "report.md").read_text()
 
 
 def test_run_sh_rejects_unknown_option(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 :func:`load_trained_model` gives everything ``lre score`` and ``lre identify`` need to turn
 features into calibrated results: a runner, the languages, the feature config the model was
-trained with, and the calibration fitted on dev (when there is one).
+trained with, and the calibration fitted on dev (when there is one). :func:`load_model_dir`
+also loads a fusion dir (:mod:`lre.fusion`: several such models whose scores are fused).
 """
 
 from __future__ import annotations
@@ -120,3 +121,15 @@ def load_trained_model(
         calibrator=Calibrator(model_dir, langs),
         meta=meta,
     )
+
+
+def load_model_dir(model_dir: str | os.PathLike, checkpoint: str = "final.pt",
+                   device: str = "cpu") -> Any:
+    """A model dir as :func:`load_trained_model` loads it, or a fusion dir as
+    :func:`lre.fusion.load_fused_model` does: both have ``langs`` and ``calibrator``, and
+    :func:`lre.score.run_datadir` runs either."""
+    from lre.fusion import is_fusion_dir, load_fused_model
+
+    if is_fusion_dir(model_dir):
+        return load_fused_model(model_dir, checkpoint, device=device)
+    return load_trained_model(model_dir, checkpoint, device=device)

@@ -23,6 +23,9 @@ Variants (config keys, all off by default in ``HGRU.DEFAULTS``):
   ``sigma`` the attention-weighted standard deviation of the ``h_k``. A segment scored on
   its own is the one-segment case: ``[h_k, sqrt(eps)]``.
 - ``layer_norm``: layer normalisation of the window and segment vectors.
+- ``window_bidirectional``: level 1 reads each window both ways (a second window GRU over
+  the time-reversed frames); the window vector is the forward GRU's last state beside the
+  backward GRU's (its state after the window's first frame): ``(B, N, 2*H1)``.
 - ``segment_bidirectional``: level 2 reads each segment's window vectors both ways; the
   segment vector is the forward GRU's last state beside the backward GRU's (its state
   after the segment's first window): ``(B, K, 2*H2)``.
@@ -74,6 +77,7 @@ class HGRU(LidModel):
             must be multiples of ``front_stride``.
         pooling: ``"attention"`` (weighted mean) or ``"stats"`` (weighted mean and std).
         layer_norm: layer-normalise window and segment vectors.
+        window_bidirectional: a bidirectional level 1 (window vectors of ``2 * hidden1``).
         segment_bidirectional: a bidirectional level 2 (segment vectors of ``2 * hidden2``).
         segment_pooling: ``"last"``, ``"mean"`` or ``"stats"`` of the level-2 states.
         last_segment_min_fraction: a trailing partial segment is kept when at least this
@@ -102,6 +106,7 @@ class HGRU(LidModel):
         "front_stride": 1,
         "pooling": "attention",
         "layer_norm": False,
+        "window_bidirectional": False,
         "segment_bidirectional": False,
         "segment_pooling": "last",
     }
@@ -146,14 +151,19 @@ class HGRU(LidModel):
             level1_in = width
         self.window_gru = WindowGRU(level1_in, c["hidden1"], self.window // stride,
                                     self.window_shift // stride)
+        # the backward level 1: the same windows of the time-reversed frames
+        self.window_gru_backward = WindowGRU(
+            level1_in, c["hidden1"], self.window // stride, self.window_shift // stride
+        ) if c["window_bidirectional"] else None
+        window_size = c["hidden1"] * (2 if c["window_bidirectional"] else 1)
         bidirectional = bool(c["segment_bidirectional"])
-        self.segment_gru = nn.GRU(c["hidden1"], c["hidden2"], batch_first=True,
+        self.segment_gru = nn.GRU(window_size, c["hidden2"], batch_first=True,
                                   bidirectional=bidirectional)
         segment_size = (c["hidden2"] * (2 if bidirectional else 1)
                         * (2 if c["segment_pooling"] == "stats" else 1))
         self.utterance_gru = BidirectionalGRU(segment_size, c["hidden3"])
         norm = c["layer_norm"]
-        self.window_norm = nn.LayerNorm(c["hidden1"]) if norm else nn.Identity()
+        self.window_norm = nn.LayerNorm(window_size) if norm else nn.Identity()
         self.segment_norm = nn.LayerNorm(segment_size) if norm else nn.Identity()
         if c["pooling"] == "stats":
             self.attention = AttentiveStatsPooling(2 * c["hidden3"], c["attention"])
@@ -216,7 +226,13 @@ class HGRU(LidModel):
 
         if self.front is not None:
             x = self._front(x, lengths)                                     # (B, T/s, C)
-        v = self.dropout(self.window_norm(self.window_gru(x, windows)))     # (B, N, H1)
+        v = self.window_gru(x, windows)                                     # (B, N, H1)
+        if self.window_gru_backward is not None:
+            # x spans exactly the windows, so window n of the reversed frames is window
+            # N-1-n read backwards
+            back = self.window_gru_backward(x.flip(1).contiguous(), windows).flip(1)
+            v = torch.cat([v, back], dim=2)                                 # (B, N, 2*H1)
+        v = self.dropout(self.window_norm(v))
         s = self._pool_segment(v.reshape(-1, self.segment_windows, v.shape[2]))
         s = s.reshape(x.shape[0], -1, s.shape[1])                            # (B, K, S)
         return self.segment_norm(s), lengths
