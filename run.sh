@@ -8,7 +8,8 @@
 #   stage 3  score     exp/<model> + data/{dev,<test sets>} -> scores.tsv, llr.tsv,
 #                      attention.jsonl (calibration fitted on dev, and when data/dev_oos
 #                      exists the open-set operating point on dev and dev_oos, both
-#                      applied to the test sets)
+#                      applied to the test sets; when data/dev_cs exists the language-turn
+#                      decoder's settings on it, exp/<model>/segment.json)
 #   stage 4  evaluate  scores + utt2lang -> results.json, report.md, plots of each test set
 #                      (and language turns, turns.rttm, scored against a set's ref.rttm;
 #                      a set of other languages, X_oos, against the in-set set X),
@@ -129,6 +130,7 @@ train_set=train
 dev_set=dev
 test_set=test
 dev_oos_set=dev_oos   # other languages than the corpus's: the open-set operating point
+dev_cs_set=dev_cs     # code-switched dev recordings (with ref.rttm): the turn decoder's settings
 feat_conf=features/fbank.conf
 vad_conf=features/vad.conf
 cmvn_conf=features/cmvn.conf
@@ -312,9 +314,11 @@ fi
 check_test_sets
 
 oos_dev=(); [ -d "$data_dir/$dev_oos_set" ] && oos_dev=("$dev_oos_set")
+cs_dev=(); [ -f "$data_dir/$dev_cs_set/ref.rttm" ] && cs_dev=("$dev_cs_set")
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  for s in "$train_data" "$dev_set" ${oos_dev[@]+"${oos_dev[@]}"} "${present_tests[@]}"; do
+  for s in "$train_data" "$dev_set" ${oos_dev[@]+"${oos_dev[@]}"} ${cs_dev[@]+"${cs_dev[@]}"} \
+           "${present_tests[@]}"; do
     [ "$feat_data" = "$data_dir" ] || copy_data_dir "$data_dir/$s" "$feat_data/$s"
     log "stage 1: features ($front_end) for $feat_data/$s"
     # make_feats.sh itself skips utterances whose features are complete.
@@ -425,6 +429,21 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
       --dev $(score_data "$dev_set") --dev-oos $(score_data "$dev_oos_set") --seed "$seed"
     rescore=true
   fi
+  # The language-turn decoder's settings: the lowest identification error rate of a grid
+  # on code-switched dev recordings (lre segment --sweep), kept with the model.
+  if [ ${#cs_dev[@]} -eq 0 ]; then
+    log "stage 3: no $data_dir/$dev_cs_set/ref.rttm: language turns use the decoder's" \
+      "built-in settings"
+  elif [ -f "$model_dir/segment.json" ] && ! $rescore; then
+    log "stage 3: $model_dir/segment.json exists; skipping (use --force)"
+  else
+    # shellcheck disable=SC2046
+    run_logged "$model_dir/log/score_$dev_cs_set.log" lre score --model-dir "$model_dir" \
+      --data $(score_data "$dev_cs_set") --out "$model_dir/$dev_cs_set"
+    run_logged "$model_dir/log/segment_sweep.log" lre segment \
+      --scores-dir "$model_dir/$dev_cs_set" --data "$feat_data/$dev_cs_set" --sweep \
+      --save "$model_dir/segment.json"
+  fi
   for s in "${present_tests[@]}"; do
     if [ -f "$model_dir/$s/attention.jsonl" ] && ! $rescore; then
       log "stage 3: $model_dir/$s/attention.jsonl exists; skipping (use --force)"
@@ -448,6 +467,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   for s in "${present_tests[@]}"; do
     eval_args=(--scores-dir "$model_dir/$s" --data "$feat_data/$s")
     [ -n "$unknown_threshold" ] && eval_args+=(--unknown-threshold "$unknown_threshold")
+    [ -f "$model_dir/segment.json" ] && eval_args+=(--decoder "$model_dir/segment.json")
     # A set of other languages, X_oos, is told from the in-set set X of the same kind
     # (test_oos from test, test_human_oos from test_human).
     paired=$model_dir/$s
@@ -465,6 +485,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
        [ -f "$model_dir/$s/scores.tsv" ] && \
        [ "$eval_flag" -nt "$model_dir/$s/scores.tsv" ] && \
        [ "$eval_flag" -nt "$paired/scores.tsv" ] && \
+       { [ ! -f "$model_dir/segment.json" ] || [ "$eval_flag" -nt "$model_dir/segment.json" ]; } && \
        [ "$(cat "$eval_flag")" = "${eval_args[*]}" ] && ! $force; then
       log "stage 4: $model_dir/$s/results.json is up to date; skipping (use --force)"
     else

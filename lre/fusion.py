@@ -21,9 +21,10 @@ multi-class Cllr of the fusion and of every subsystem alone (raw, and affine-cal
 A fusion dir works wherever a model dir does: ``lre score --model-dir exp/fusion``,
 ``lre identify --model exp/fusion``, ``lre openset fit --model-dir exp/fusion`` and
 ``Identifier.from_pretrained("exp/fusion")`` run every subsystem on the same input and fuse
-their results (:func:`fuse_results`): the posteriors as above; the segments, attention
-weights and language timeline are those of the first subsystem (the *lead*: list the HGRU
-first to keep its attention over segments); the embedding is the subsystems' concatenated.
+their results (:func:`fuse_results`): the posteriors as above; the segments and attention
+weights are those of the first subsystem (the *lead*: list the HGRU first to keep its
+attention over segments), the language timeline is fused on the lead's segments; the
+embedding is the subsystems' concatenated.
 """
 
 from __future__ import annotations
@@ -187,18 +188,47 @@ def apply_fusion(fusion: Mapping[str, Any], scores: Sequence[np.ndarray]) -> np.
     return out[0] if single else out
 
 
+def on_segments(starts: np.ndarray, ends: np.ndarray, other_starts: np.ndarray,
+                other_ends: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Another model's per-segment scores ``other (m, langs)`` on segments ``[other_starts,
+    other_ends)`` carried onto segments ``[starts, ends)`` (``(k, langs)``): each segment
+    gets the mean of the other's scores weighted by how many seconds they overlap, or the
+    nearest of them (by centre) where none overlaps."""
+    overlap = np.clip(np.minimum(ends[:, None], other_ends[None, :])
+                      - np.maximum(starts[:, None], other_starts[None, :]), 0.0, None)
+    total = overlap.sum(axis=1)
+    none = total <= 0
+    if none.any():
+        centre, other_centre = (starts + ends) / 2, (other_starts + other_ends) / 2
+        nearest = np.abs(centre[none, None] - other_centre[None, :]).argmin(axis=1)
+        overlap[none] = 0.0
+        overlap[none, nearest] = 1.0
+        total = overlap.sum(axis=1)
+    return (overlap / total[:, None]) @ other
+
+
 def fuse_results(fusion: Mapping[str, Any],
                  results: Sequence[UtteranceResult]) -> UtteranceResult:
     """One utterance's subsystem results (same order as the fusion) -> the fused result:
-    fused logits and log-posteriors, the lead's (first subsystem's) segments, attention and
-    timeline, the embeddings concatenated (None unless every subsystem gives one)."""
+    fused logits and log-posteriors; the lead's (first subsystem's) segments and attention;
+    the language timeline on the lead's segments, fused by the same weights from every
+    subsystem's timeline carried onto those segments (:func:`on_segments`; the lead's alone
+    when another has none); the embeddings concatenated (None unless every subsystem gives
+    one)."""
+    lead = results[0]
     logpost = apply_fusion(fusion, [r.log_posteriors for r in results])
     embedding = None
     if all(r.embedding is not None for r in results):
         embedding = np.concatenate([np.asarray(r.embedding, np.float64).ravel()
                                     for r in results])
-    return dataclasses.replace(results[0], logits=logpost, log_posteriors=logpost,
-                               embedding=embedding)
+    timeline = lead.segment_log_posteriors
+    if timeline is not None and len(timeline) and \
+            all(r.segment_log_posteriors is not None and len(r.starts) for r in results):
+        timeline = apply_fusion(fusion, [timeline] + [
+            on_segments(lead.starts, lead.ends, r.starts, r.ends, r.segment_log_posteriors)
+            for r in results[1:]])
+    return dataclasses.replace(lead, logits=logpost, log_posteriors=logpost,
+                               segment_log_posteriors=timeline, embedding=embedding)
 
 
 # ----------------------------------------------------------------------------------------

@@ -106,6 +106,7 @@ class Identifier:
         calibrator: Calibrator | None = None,
         chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
         openset: OpenSet | None = None,
+        decoder: DecoderOptions | None = None,
     ) -> None:
         if chunk_seconds is not None and chunk_seconds < 1.0:
             raise LreError(f"chunk_seconds: must be at least 1 s, got {chunk_seconds}")
@@ -116,6 +117,9 @@ class Identifier:
         self.chunk_seconds = chunk_seconds
         self.sample_rate = int(feats_config.sample_rate)
         self.openset = openset
+        #: the language-turn decoder's settings (the model dir's ``segment.json``, else the
+        #: built-in defaults)
+        self.decoder = decoder
 
     @classmethod
     def from_pretrained(
@@ -148,15 +152,17 @@ class Identifier:
 
         exp_dir = Path(exp_dir)
         from lre.fusion import is_fusion_dir
+        from lre.segmentation.decoder import model_decoder_options
 
         if is_fusion_dir(exp_dir):
             return FusedIdentifier.from_fusion_dir(
                 exp_dir, checkpoint=checkpoint, backend=backend, chunk_seconds=chunk_seconds,
                 device=device, num_threads=num_threads, unknown_threshold=unknown_threshold)
+        decoder = model_decoder_options(exp_dir)
         if backend == "torch":
             tm = load_trained_model(exp_dir, checkpoint, device=device)
             return cls(tm.runner, tm.langs, tm.feats_config, tm.calibrator, chunk_seconds,
-                       load_openset(exp_dir, unknown_threshold))
+                       load_openset(exp_dir, unknown_threshold), decoder)
         if backend == "onnx":
             from lre.export import load_onnx_runner
 
@@ -174,7 +180,7 @@ class Identifier:
                                openset.method)
                 openset = None
             return cls(runner, runner.langs, cfg, Calibrator(exp_dir, runner.langs),
-                       chunk_seconds, openset)
+                       chunk_seconds, openset, decoder)
         raise LreError(f"backend: unknown {backend!r} (choose torch or onnx)")
 
     # -- inputs ---------------------------------------------------------------------------
@@ -269,7 +275,8 @@ class Identifier:
             sample_rate: rate of an array (default: the model's); ignored for paths.
             timeline: also give per-segment language posteriors.
             turns: also give the language turns (``record.turns``), decoded from the
-                timeline with these options (True: the defaults); implies ``timeline``.
+                timeline with these options (True: the model's, :attr:`decoder`); implies
+                ``timeline``.
             langs: only these of the model's languages (at least two): the posteriors,
                 and those of the timeline, renormalised over them
                 (:mod:`lre.languages`).
@@ -287,7 +294,8 @@ class Identifier:
             from lre.segmentation.decoder import record_turns, speech_from_index
 
             speech = speech_from_index(run.frame_index, cfg.frame_shift, cfg.frame_length)
-            record.turns = record_turns(record, speech, None if turns is True else turns)
+            record.turns = record_turns(record, speech, self.decoder if turns is True
+                                        else turns)
         return record
 
     def run(self, audio: Any, sample_rate: int | None = None, timeline: bool = False) -> Run:
@@ -316,7 +324,7 @@ class Identifier:
     ) -> ResultRecord:
         """Where each language is spoken: :meth:`identify` with the timeline and the
         language turns (``record.turns``: start, end, language, confidence), none over
-        non-speech. ``options`` are the decoder's (default :class:`DecoderOptions`)."""
+        non-speech. ``options`` are the decoder's (default: the model's, :attr:`decoder`)."""
         return self.identify(audio, sample_rate, timeline=True,
                              turns=options if options is not None else True)
 
@@ -362,12 +370,14 @@ class FusedIdentifier(Identifier):
     point is the fusion dir's own."""
 
     def __init__(self, fusion: dict[str, Any], subsystems: list[Identifier],
-                 openset: OpenSet | None = None) -> None:
+                 openset: OpenSet | None = None, decoder: DecoderOptions | None = None
+                 ) -> None:
         from lre.fusion import AlreadyCalibrated
 
         lead = subsystems[0]
         super().__init__(lead.runner, list(fusion["langs"]), lead.feats_config,
-                         AlreadyCalibrated(), lead.chunk_seconds, openset)  # type: ignore[arg-type]
+                         AlreadyCalibrated(), lead.chunk_seconds, openset,  # type: ignore[arg-type]
+                         decoder)
         self.fusion = fusion
         self.subsystems = subsystems
 
@@ -375,9 +385,11 @@ class FusedIdentifier(Identifier):
     def from_fusion_dir(cls, fusion_dir: str | os.PathLike, unknown_threshold: float | None
                         = None, **options: Any) -> FusedIdentifier:
         """Each subsystem as :meth:`Identifier.from_pretrained` loads it (``options``), with
-        no calibration or open set of its own: the fusion replaces both."""
+        no calibration or open set of its own: the fusion replaces both, and the fusion
+        dir's decoder settings are used."""
         from lre.fusion import load_fusion, subsystem_dirs
         from lre.openset import load_openset
+        from lre.segmentation.decoder import model_decoder_options
 
         fusion = load_fusion(fusion_dir)
         subsystems = []
@@ -385,7 +397,8 @@ class FusedIdentifier(Identifier):
             ident = Identifier.from_pretrained(d, **options)
             ident.calibrator, ident.openset = None, None
             subsystems.append(ident)
-        return cls(fusion, subsystems, load_openset(fusion_dir, unknown_threshold))
+        return cls(fusion, subsystems, load_openset(fusion_dir, unknown_threshold),
+                   model_decoder_options(fusion_dir))
 
     def run(self, audio: Any, sample_rate: int | None = None, timeline: bool = False) -> Run:
         from lre.fusion import fuse_results, in_language_order
@@ -538,7 +551,8 @@ def cli_identify_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeline", action="store_true",
                         help="add per-segment language posteriors")
     parser.add_argument("--segments", action="store_true",
-                        help="add the language turns (lre segment's decoder, its defaults)")
+                        help="add the language turns (lre segment's decoder with the model's "
+                             "settings, segment.json, else its defaults)")
     add_answer_options(parser)
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     parser.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS,

@@ -12,7 +12,9 @@ a table per input on the terminal, ``--rttm FILE`` (``-``: standard output) and 
 (the result records with their ``turns``, one per line). A scored set also gets
 ``<scores-dir>/turns.rttm`` and ``turns.jsonl``. ``--sweep`` decodes a scored set whose data
 dir holds a reference RTTM under a grid of settings and prints the figures of each (choose
-the defaults on a dev set, never a test set).
+the defaults on a dev set, never a test set); ``--save exp/hgru/segment.json`` keeps the
+best one with the model, whose turns then use it (``--decoder FILE`` names another file;
+each setting given on the command line still wins).
 """
 
 from __future__ import annotations
@@ -23,13 +25,23 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lre.inference.records import ResultRecord, Turn, read_records, write_records
-from lre.segmentation.decoder import REFINEMENTS, DecoderOptions, record_turns, speech_regions
+from lre.segmentation.decoder import (
+    DECODER,
+    REFINEMENTS,
+    DecoderOptions,
+    load_decoder_options,
+    model_decoder_options,
+    record_turns,
+    save_decoder_options,
+    speech_regions,
+)
 from lre.segmentation.rttm import read_rttm, rttm_id, write_rttm
 from lre.segmentation.scoring import segmentation_metrics
 from lre.utils import LreError, error_cause
@@ -39,7 +51,8 @@ logger = logging.getLogger(__name__)
 PathLike = str | os.PathLike
 
 #: The grid of ``--sweep``.
-SWEEP = {"switch_penalty": (0.0, 0.5, 1.0, 2.0, 4.0, 8.0), "min_turn": (1.0, 2.0, 3.0, 4.0),
+SWEEP = {"switch_penalty": (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0),
+         "min_turn": (1.0, 2.0, 3.0, 4.0),
          "min_gap": (0.3, 0.5, 1.0), "refine": REFINEMENTS}
 
 
@@ -153,6 +166,21 @@ def sweep(records: Sequence[ResultRecord], speech: Mapping[str, np.ndarray] | No
                                        r["switch_penalty"], r["min_turn"]))
 
 
+def save_sweep_choice(path: PathLike, rows: Sequence[Mapping[str, Any]], scores_dir: PathLike,
+                      data_dir: PathLike, collar: float) -> DecoderOptions:
+    """Save the setting of the sweep's first row (the lowest IER) with its figures."""
+    best = rows[0]
+    options = DecoderOptions(**{k: best[k] for k in SWEEP})
+    save_decoder_options(path, options, {
+        "scores": os.fspath(scores_dir), "data": os.fspath(data_dir), "collar": collar,
+        "rule": "lowest identification error rate of the grid (ties: the lower switch "
+                "penalty, then the shorter min turn)",
+        "figures": {k: best[k] for k in best if k not in SWEEP}, "settings_tried": len(rows)})
+    logger.info("decoder settings %s (IER %.2f%% on %s): wrote %s", options,
+                100 * best["IER"], scores_dir, path)
+    return options
+
+
 def sweep_table(rows: Sequence[Mapping[str, Any]], limit: int = 15) -> str:
     """Markdown table of the first ``limit`` rows of :func:`sweep`."""
     head = ("| switch penalty | min turn (s) | min gap (s) | refine | IER (%) | IER no collar (%) "
@@ -172,22 +200,39 @@ def sweep_table(rows: Sequence[Mapping[str, Any]], limit: int = 15) -> str:
 
 
 def add_decoder_arguments(parser: argparse.ArgumentParser) -> None:
-    """The decoder's options (``lre segment``, ``lre evaluate``)."""
+    """The decoder's options (``lre segment``, ``lre evaluate``, ``lre identify``): a
+    settings file (by default a model dir's ``segment.json``, where there is one), each
+    setting given here overriding it."""
     d = DecoderOptions()
-    parser.add_argument("--switch-penalty", type=float, default=d.switch_penalty,
-                        help="cost of a change of language, nats (default %(default)s)")
-    parser.add_argument("--min-turn", type=float, default=d.min_turn,
-                        help="shortest turn in seconds (default %(default)s)")
-    parser.add_argument("--min-gap", type=float, default=d.min_gap,
-                        help="non-speech at least this long (s) ends a turn "
-                             "(default %(default)s)")
-    parser.add_argument("--refine", choices=REFINEMENTS, default=d.refine,
+    parser.add_argument("--decoder", default=None, metavar="JSON",
+                        help="decoder settings chosen by lre segment --sweep --save (default: "
+                             f"the model dir's {DECODER} when there is one, else the "
+                             "built-in defaults below)")
+    parser.add_argument("--switch-penalty", type=float, default=None,
+                        help=f"cost of a change of language, nats (default {d.switch_penalty})")
+    parser.add_argument("--min-turn", type=float, default=None,
+                        help=f"shortest turn in seconds (default {d.min_turn})")
+    parser.add_argument("--min-gap", type=float, default=None,
+                        help=f"non-speech at least this long (s) ends a turn (default "
+                             f"{d.min_gap})")
+    parser.add_argument("--refine", choices=REFINEMENTS, default=None,
                         help="switch times: halfway between segments (none) or where the "
-                             "posteriors cross (interpolate, the default)")
+                             f"posteriors cross (interpolate; default {d.refine})")
 
 
-def decoder_options(args: argparse.Namespace) -> DecoderOptions:
-    opts = DecoderOptions(args.switch_penalty, args.min_turn, args.min_gap, args.refine)
+def decoder_options(args: argparse.Namespace,
+                    model_dir: PathLike | None = None) -> DecoderOptions:
+    """``--decoder`` (else ``model_dir``'s saved settings, else the defaults) with the
+    settings given on the command line in place of its own."""
+    if getattr(args, "decoder", None):
+        base = load_decoder_options(args.decoder)
+    elif model_dir is not None:
+        base = model_decoder_options(model_dir)
+    else:
+        base = DecoderOptions()
+    given = {k: getattr(args, k) for k in ("switch_penalty", "min_turn", "min_gap", "refine")
+             if getattr(args, k, None) is not None}
+    opts = replace(base, **given)
     opts.check()
     return opts
 
@@ -209,6 +254,9 @@ def cli_segment_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--collar", type=float, default=0.25,
                         help="with --sweep: seconds either side of a reference boundary "
                              "not scored (default %(default)s)")
+    parser.add_argument("--save", default=None, metavar="JSON",
+                        help=f"with --sweep: save the setting of the lowest IER here (e.g. "
+                             f"exp/hgru/{DECODER}, which the model's turns then use)")
     parser.add_argument("--checkpoint", default="final.pt", help="checkpoint in the model dir")
     parser.add_argument("--device", default="cpu", help="torch device")
 
@@ -240,8 +288,10 @@ def _audio_records(args: argparse.Namespace, opts: DecoderOptions, err
 def cli_segment(args: argparse.Namespace, out=None, err=None) -> int:
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
-    opts = decoder_options(args)
+    opts = decoder_options(args, args.model if args.inputs else None)
     given = [bool(args.inputs), bool(args.scores_dir), bool(args.records)]
+    if args.save and not args.sweep:
+        raise LreError("--save goes with --sweep (it saves the sweep's best setting)")
     if sum(given) != 1:
         raise LreError("give audio inputs (with --model), --scores-dir, or --records")
     failed = 0
@@ -253,6 +303,9 @@ def cli_segment(args: argparse.Namespace, out=None, err=None) -> int:
                 raise LreError("--sweep needs --data with a reference RTTM (ref.rttm)")
             rows = sweep(records, speech, read_rttm(ref_path), collar=args.collar)
             print(sweep_table(rows), end="", file=out)
+            if args.save:
+                save_sweep_choice(args.save, rows, args.scores_dir, args.data, args.collar)
+                print(f"saved the first row's settings: {args.save}", file=out)
             return 0
         turns_of_records(records, speech, opts)
         write_rttm(Path(args.scores_dir) / "turns.rttm", {r.id: r.turns or [] for r in records})

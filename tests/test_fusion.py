@@ -16,8 +16,9 @@ from test_score import LANGS, make_exp  # LANGS = de en fr
 from lre import calibration
 from lre.cli import main
 from lre.features import FeatureConfig
-from lre.fusion import FORMAT, apply_fusion, fit_fusion, load_fusion
+from lre.fusion import FORMAT, apply_fusion, fit_fusion, fuse_results, load_fusion, on_segments
 from lre.identify import Identifier
+from lre.inference.chunks import UtteranceResult
 from lre.inference.model_dir import load_trained_model
 from lre.inference.records import read_records
 from lre.metrics import cllr_multiclass, read_scores
@@ -93,6 +94,33 @@ def test_a_system_of_noise_gets_little_weight():
     assert w_noise < 0.25 * w_good
     cv = fusion["selection"]["heldout_Cllr_mc"]
     assert cv["fusion"] <= cv["good affine"] + 0.05
+
+
+def test_timelines_are_fused_on_the_lead_segments():
+    lead_starts, lead_ends = np.array([0.0, 1.0, 2.0, 5.0]), np.array([1.1, 2.1, 3.1, 6.0])
+    starts, ends = np.array([0.0, 1.5]), np.array([1.5, 3.0])
+    other = np.log(np.array([[0.9, 0.1], [0.2, 0.8]]))
+    got = on_segments(lead_starts, lead_ends, starts, ends, other)
+    # [0, 1.1): the first only; [1, 2.1): 0.5 s of the first, 0.6 s of the second;
+    # [2, 3.1): the second only; [5, 6): none overlaps, the nearest centre is the second's
+    expected = np.stack([other[0], (0.5 * other[0] + 0.6 * other[1]) / 1.1, other[1],
+                         other[1]])
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+    fusion = {"weights": [0.6, 0.5], "offsets": [0.1, -0.1], "langs": ["a", "b"]}
+    lead_tl = np.log(np.array([[0.7, 0.3], [0.4, 0.6], [0.5, 0.5], [0.1, 0.9]]))
+    res = [UtteranceResult(logits=lead_tl[0], log_posteriors=lead_tl[0], starts=lead_starts,
+                           ends=lead_ends, weights=np.full(4, 0.25),
+                           segment_log_posteriors=lead_tl),
+           UtteranceResult(logits=other[0], log_posteriors=other[0], starts=starts, ends=ends,
+                           weights=np.full(2, 0.5), segment_log_posteriors=other)]
+    fused = fuse_results(fusion, res)
+    np.testing.assert_allclose(fused.segment_log_posteriors, log_softmax(
+        0.6 * lead_tl + 0.5 * expected + np.array([0.1, -0.1]), axis=1), atol=1e-12)
+    np.testing.assert_allclose(fused.log_posteriors, log_softmax(
+        0.6 * lead_tl[0] + 0.5 * other[0] + np.array([0.1, -0.1])), atol=1e-12)
+    assert fused.weights.tolist() == [0.25] * 4 and fused.starts is lead_starts
+    res[1].segment_log_posteriors = None  # one without a timeline: the lead's as it is
+    assert fuse_results(fusion, res).segment_log_posteriors is lead_tl
 
 
 def test_fit_fusion_errors_are_one_line():

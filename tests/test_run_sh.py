@@ -88,6 +88,11 @@ def test_run_sh_all_stages_then_rerun_skips(tmp_path: Path) -> None:
     assert "report.md" in proc.stdout + proc.stderr
 
     assert_golden(exp)
+    # the language-turn decoder's settings, chosen on dev_cs and used for test_cs
+    decoder = json.loads((exp / "segment.json").read_text())
+    assert decoder["chosen_on"]["data"] == str(data / "dev_cs")
+    seg = json.loads((exp / "test_cs" / "results.json").read_text())["segmentation"]
+    assert seg["decoder"] == {k: decoder[k] for k in seg["decoder"]}
     # the conditions table over the test sets, from each set's results.json
     combined = json.loads((exp / "results.json").read_text())
     assert list(combined["conditions"])[0] == "test"

@@ -6,8 +6,10 @@ RTTM, and stage 4 on a set with a reference RTTM."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +25,13 @@ from lre.identify import Identifier
 from lre.inference.records import ResultRecord, Turn, read_records, write_records
 from lre.inference.runner import ChunkOutput
 from lre.metrics import write_scores
-from lre.segment import data_dir_speech, turns_of_records
+from lre.segment import SWEEP, data_dir_speech, decoder_options, sweep, turns_of_records
 from lre.segmentation import DecoderOptions, read_rttm, record_turns, write_rttm
 from lre.segmentation.codeswitch import prepare_codeswitch, speech_extent
+from lre.segmentation.decoder import load_decoder_options, model_decoder_options
 from lre.segmentation.rttm import format_rttm
 from lre.segmentation.scoring import identification_error, segmentation_metrics
+from lre.utils import LreError
 
 SR = 16000
 TONES = {"lo": 300.0, "hi": 3000.0}
@@ -245,3 +249,35 @@ def test_stage_4_scores_the_turns_of_a_set_with_a_reference(tmp_path: Path):
     assert out.stat().st_size > 10000
     # --sweep: the decoder's settings on a set with a reference
     assert main(["segment", "--scores-dir", str(scores), "--data", str(data), "--sweep"]) == 0
+    # --save keeps the best row with a model; its turns then use it, the command line wins
+    saved = tmp_path / "exp" / "segment.json"
+    assert main(["segment", "--scores-dir", str(scores), "--data", str(data), "--sweep",
+                 "--save", str(saved)]) == 0
+    spec = json.loads(saved.read_text())
+    assert spec["format"] == "lre-decoder-1"
+    best = sweep(list(read_records(scores / "attention.jsonl")), speech, ref)[0]
+    assert {k: spec[k] for k in SWEEP} == {k: best[k] for k in SWEEP}
+    assert spec["chosen_on"]["figures"]["IER"] == best["IER"]
+    opts = load_decoder_options(saved)
+    assert opts == DecoderOptions(**{k: best[k] for k in SWEEP})
+    assert model_decoder_options(tmp_path / "exp") == opts
+    assert model_decoder_options(tmp_path) == DecoderOptions()  # none saved: the defaults
+    args = argparse.Namespace(decoder=str(saved), switch_penalty=0.5, min_turn=None,
+                              min_gap=None, refine=None)
+    assert decoder_options(args) == replace(opts, switch_penalty=0.5)
+    assert main(["evaluate", "--scores-dir", str(scores), "--data", str(data),
+                 "--attention-plots", "0", "--no-plots", "--decoder", str(saved)]) == 0
+    seg = json.loads((scores / "results.json").read_text())["segmentation"]
+    assert seg["decoder"] == {k: spec[k] for k in SWEEP}
+    # an identifier decodes its turns with its model's settings (from_pretrained loads
+    # them: model_decoder_options of the model dir)
+    wav = dd.wav_scp[dd.utts[0]]
+    ident.decoder = replace(opts, min_turn=0.0, switch_penalty=0.0)
+    assert ident.segment(wav).turns == ident.identify(wav, turns=ident.decoder).turns
+    assert ident.identify(wav, turns=True).turns == ident.segment(wav).turns
+    saved.write_text('{"format": "lre-decoder-1", "switch_penalty": -1, "min_turn": 1, '
+                     '"min_gap": 0.5, "refine": "none"}')
+    with pytest.raises(LreError, match=r"segment.json: switch penalty: must be >= 0"):
+        load_decoder_options(saved)
+    assert main(["segment", "--scores-dir", str(scores), "--data", str(data), "--save",
+                 str(saved)]) == 1  # --save goes with --sweep

@@ -17,17 +17,33 @@ segment that straddles the switch leans towards the language holding more of it)
 longest pause of the speech (VAD) between the two centres takes the switch instead.
 Finally each turn is cut to the speech regions, in which pauses shorter than ``min_gap``
 count as speech: no turn covers a longer stretch of non-speech.
+
+The settings that suit a model are chosen on a code-switched dev set (``lre segment
+--sweep --save``) and kept beside it (``<model_dir>/segment.json``, format
+``lre-decoder-1``), where ``lre segment``, ``lre identify --segments`` and
+``Identifier.segment`` find them (:func:`model_decoder_options`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lre.inference.records import ResultRecord, Turn
-from lre.utils import LreError
+from lre.utils import LreError, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+#: The decoder settings chosen for a model, in its model dir.
+DECODER = "segment.json"
+DECODER_FORMAT = "lre-decoder-1"
 
 #: How the boundary between two turns is placed (``DecoderOptions.refine``).
 REFINEMENTS = ("none", "interpolate")
@@ -67,6 +83,48 @@ class DecoderOptions:
             raise LreError(f"min gap: must be >= 0 s, got {self.min_gap}")
         if self.refine not in REFINEMENTS:
             raise LreError(f"refine: unknown {self.refine!r} (choose {' or '.join(REFINEMENTS)})")
+
+
+def save_decoder_options(path: str | os.PathLike, options: DecoderOptions,
+                         chosen_on: Mapping[str, Any]) -> None:
+    """Write the settings chosen for a model (and what chose them) as JSON, atomically."""
+    spec = {"format": DECODER_FORMAT, **asdict(options), "chosen_on": dict(chosen_on)}
+    atomic_write_text(path, json.dumps(spec, indent=2) + "\n")
+
+
+def load_decoder_options(path: str | os.PathLike) -> DecoderOptions:
+    """Read the settings of :func:`save_decoder_options`."""
+    try:
+        spec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LreError(f"{path}: file not found") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LreError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(spec, dict) or spec.get("format") != DECODER_FORMAT:
+        raise LreError(f"{path}: not an lre decoder settings file (format != "
+                       f"{DECODER_FORMAT})")
+    names = [f.name for f in fields(DecoderOptions)]
+    missing = [n for n in names if n not in spec]
+    if missing:
+        raise LreError(f"{path}: missing field(s) {', '.join(missing)}")
+    try:
+        options = DecoderOptions(**{n: type(getattr(DecoderOptions, n))(spec[n])
+                                    for n in names})
+        options.check()
+    except (TypeError, ValueError, LreError) as e:
+        raise LreError(f"{path}: {e}") from None
+    return options
+
+
+def model_decoder_options(model_dir: str | os.PathLike) -> DecoderOptions:
+    """The settings saved with a model (``<model_dir>/segment.json``), else the built-in
+    defaults."""
+    path = Path(model_dir) / DECODER
+    if not path.is_file():
+        return DecoderOptions()
+    options = load_decoder_options(path)
+    log.info("language turns: %s (%s)", path, options)
+    return options
 
 
 # ----------------------------------------------------------------------------------------
