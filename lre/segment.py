@@ -51,8 +51,8 @@ logger = logging.getLogger(__name__)
 PathLike = str | os.PathLike
 
 #: The grid of ``--sweep``.
-SWEEP = {"switch_penalty": (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0),
-         "min_turn": (1.0, 2.0, 3.0, 4.0),
+SWEEP = {"switch_penalty": (0.0, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0),
+         "min_turn": (1.0, 2.0, 3.0),
          "min_gap": (0.3, 0.5, 1.0), "refine": REFINEMENTS}
 
 
