@@ -340,15 +340,15 @@ def fuse_subsystem_results(fused: FusedModel, per_subsystem: Sequence[Mapping[st
             for u in per_subsystem[0] if u in common}
 
 
-def data_dirs_for(fused: FusedModel, data_dir: PathLike | Sequence[PathLike]) -> list[Path]:
-    """One data dir per subsystem: the one given for all, or one each."""
+def data_dirs_for(models: int, data_dir: PathLike | Sequence[PathLike]) -> list[Path]:
+    """One data dir per model of a fusion: the one given for all, or one each."""
     dirs = [Path(data_dir)] if isinstance(data_dir, (str, os.PathLike)) \
         else [Path(d) for d in data_dir]
     if len(dirs) == 1:
-        return dirs * len(fused.subsystems)
-    if len(dirs) != len(fused.subsystems):
-        raise LreError(f"fusion of {len(fused.subsystems)} subsystems: give one data dir, or "
-                       f"one per subsystem (got {len(dirs)})")
+        return dirs * models
+    if len(dirs) != models:
+        raise LreError(f"--data: give one data dir, or one per model of the fusion ({models}, "
+                       f"got {len(dirs)})")
     return dirs
 
 
@@ -359,7 +359,8 @@ def run_fused_datadir(fused: FusedModel, data_dir: PathLike | Sequence[PathLike]
     from lre.score import run_datadir
 
     per, failed, total = [], {}, 0
-    for model, d in zip(fused.subsystems, data_dirs_for(fused, data_dir), strict=True):
+    for model, d in zip(fused.subsystems, data_dirs_for(len(fused.subsystems), data_dir),
+                           strict=True):
         results, bad, n = run_datadir(model, d, **options)
         per.append(results)
         failed.update({u: why for u, why in bad.items() if u not in failed})
@@ -428,12 +429,7 @@ def fuse(
     their raw dev score tables (``scores_raw.tsv`` of ``lre score``); the labels are those
     of the (first) dev data dir. Returns the fusion."""
     model_dirs = [Path(m) for m in model_dirs]
-    data_dirs = [Path(data)] * len(model_dirs) if isinstance(data, (str, os.PathLike)) \
-        else [Path(d) for d in data]
-    if len(data_dirs) == 1:
-        data_dirs *= len(model_dirs)
-    if len(data_dirs) != len(model_dirs):
-        raise LreError(f"--data: give one dev data dir, or one per model ({len(model_dirs)})")
+    data_dirs = data_dirs_for(len(model_dirs), data)
     for m in model_dirs:
         if is_fusion_dir(m):
             raise LreError(f"{m}: is a fusion itself; fuse the models it fuses instead")
