@@ -53,7 +53,7 @@ from lre.calibration import (
     stratified_folds,
 )
 from lre.metrics import cllr_multiclass, read_scores
-from lre.utils import LreError, atomic_write_text
+from lre.utils import LreError, atomic_write_text, path_list
 
 if TYPE_CHECKING:
     from lre.inference.chunks import UtteranceResult
@@ -300,10 +300,6 @@ class FusedModel:
     langs: list[str]
     calibrator: AlreadyCalibrated
 
-    @property
-    def feats_config(self) -> Any:
-        return self.subsystems[0].feats_config
-
 
 def load_fused_model(fusion_dir: PathLike, checkpoint: str = "final.pt",
                      device: str = "cpu") -> FusedModel:
@@ -342,8 +338,7 @@ def fuse_subsystem_results(fused: FusedModel, per_subsystem: Sequence[Mapping[st
 
 def data_dirs_for(models: int, data_dir: PathLike | Sequence[PathLike]) -> list[Path]:
     """One data dir per model of a fusion: the one given for all, or one each."""
-    dirs = [Path(data_dir)] if isinstance(data_dir, (str, os.PathLike)) \
-        else [Path(d) for d in data_dir]
+    dirs = path_list(data_dir)
     if len(dirs) == 1:
         return dirs * models
     if len(dirs) != models:

@@ -52,7 +52,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from lre.metrics import unknown_eer
-from lre.utils import LreError, atomic_open, atomic_write_text
+from lre.utils import LreError, atomic_open, atomic_write_text, path_list
 
 if TYPE_CHECKING:
     from lre.inference.chunks import UtteranceResult
@@ -461,10 +461,6 @@ def read_openset_scores(scores_dir: PathLike) -> tuple[dict[str, tuple[float, bo
 # ----------------------------------------------------------------------------------------
 
 
-def _dirs(data: PathLike | Sequence[PathLike]) -> list[Path]:
-    return [Path(data)] if isinstance(data, (str, os.PathLike)) else [Path(d) for d in data]
-
-
 def _dev_inputs(model: Any, data_dir: list[Path], batch_size: int
                 ) -> tuple[list[str], OpenSetInputs]:
     """Run the model on a data dir's features: its utterances and open-set inputs."""
@@ -519,7 +515,7 @@ def openset_fit(
 
     # a fusion of models of different front ends reads a data dir per model: the first
     # one's tables give the labels
-    dev_dirs, oos_dirs = _dirs(dev), _dirs(dev_oos)
+    dev_dirs, oos_dirs = path_list(dev), path_list(dev_oos)
     dev, dev_oos = dev_dirs[0], oos_dirs[0]
     model = load_model_dir(model_dir, checkpoint, device=device)  # or a fusion dir
     utts, inset = _dev_inputs(model, dev_dirs, batch_size)

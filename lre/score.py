@@ -49,7 +49,7 @@ from lre.inference.model_dir import (
 from lre.inference.records import UNKNOWN, ResultRecord, write_records
 from lre.inference.runner import ModelInput, run_utterances
 from lre.languages import add_answer_options, check_subset, parse_langs
-from lre.utils import LreError
+from lre.utils import LreError, path_list
 
 if TYPE_CHECKING:
     from lre.fusion import FusedModel
@@ -104,12 +104,6 @@ def write_results(
                                  decision=UNKNOWN if unknown[i] else None)
         for i, u in enumerate(utts)))
     return paths
-
-
-def _data_name(data_dir: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
-    if isinstance(data_dir, (str, os.PathLike)):
-        return os.fspath(data_dir)
-    return " ".join(os.fspath(d) for d in data_dir)
 
 
 @dataclass
@@ -214,12 +208,11 @@ def run_datadir(
 
 
 def _single_data_dir(data_dir: str | os.PathLike | Sequence[str | os.PathLike]) -> Path:
-    if isinstance(data_dir, (str, os.PathLike)):
-        return Path(data_dir)
-    if len(data_dir) != 1:
-        raise LreError(f"--data: a model reads one data dir, got {len(data_dir)} (several "
+    dirs = path_list(data_dir)
+    if len(dirs) != 1:
+        raise LreError(f"--data: a model reads one data dir, got {len(dirs)} (several "
                        "are for a fusion of models of different front ends)")
-    return Path(data_dir[0])
+    return dirs[0]
 
 
 def score_datadir(
@@ -270,7 +263,8 @@ def score_datadir(
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_failed(out_dir, failed, total)
     if not results:
-        raise LreError(f"{_data_name(data_dir)}: no utterance could be scored")
+        raise LreError(f"{' '.join(map(str, path_list(data_dir)))}: no utterance could be "
+                       "scored")
     paths = write_results(out_dir, model.langs, results, model.calibrator, subset, openset)
     logger.info("scored %d utterances into %s%s%s", len(results), out_dir,
                 " (calibrated)" if model.calibrator.active else "",

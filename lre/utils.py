@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, logging set-up, seeding."""
+"""Small shared helpers: atomic writes, logging set-up, seeding, path lists."""
 
 from __future__ import annotations
 
@@ -7,13 +7,20 @@ import logging
 import os
 import random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def path_list(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """One path or several -> a list of paths (``--data DIR [DIR ...]`` of a fusion)."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
 
 
 @contextlib.contextmanager
