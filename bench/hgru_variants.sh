@@ -31,6 +31,10 @@ all_variants=(
   "segstats:model.segment_pooling=stats"
   "bi1:model.window_bidirectional=true"
   "crops36:data.crop_min_seconds=3,data.crop_max_seconds=6"
+  "winmean:model.window_pooling=mean"
+  "winmean_bi1:model.window_pooling=mean,model.window_bidirectional=true"
+  "winstats:model.window_pooling=stats"
+  "bi1_32:model.window_bidirectional=true,model.hidden1=32"
 )
 variants=
 recipe=synth

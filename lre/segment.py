@@ -5,16 +5,18 @@
     lre segment --records identify.jsonl                 # lre identify --timeline --json lines
 
 Each input's per-segment posteriors go through the smoothing decoder of
-:mod:`lre.segmentation.decoder` (``--switch-penalty``, ``--min-turn``, ``--min-gap``,
-``--refine``). Speech regions come from the VAD: of the audio (files), of the data dir's
-``vad.scp`` (a scored set), or, for bare records, the span of their segments. The answer:
-a table per input on the terminal, ``--rttm FILE`` (``-``: standard output) and ``--json``
-(the result records with their ``turns``, one per line). A scored set also gets
-``<scores-dir>/turns.rttm`` and ``turns.jsonl``. ``--sweep`` decodes a scored set whose data
-dir holds a reference RTTM under a grid of settings and prints the figures of each (choose
-the defaults on a dev set, never a test set); ``--save exp/hgru/segment.json`` keeps the
-best one with the model, whose turns then use it (``--decoder FILE`` names another file;
-each setting given on the command line still wins).
+:mod:`lre.segmentation.decoder` (``--switch-penalty``, ``--mono-penalty``,
+``--min-turn``, ``--min-gap``, ``--refine``). Speech regions come from the VAD: of the
+audio (files), of the data dir's ``vad.scp`` (a scored set), or, for bare records, the span
+of their segments. The answer: a table per input on the terminal, ``--rttm FILE`` (``-``:
+standard output) and ``--json`` (the result records with their ``turns``, one per line). A
+scored set also gets ``<scores-dir>/turns.rttm`` and ``turns.jsonl``. ``--sweep`` decodes
+a scored set whose data dir holds a reference RTTM under a grid of settings and prints the
+figures of each (choose the defaults on a dev set, never a test set); ``--save
+exp/hgru/segment.json`` keeps the choice with the model (the lowest error rate of the
+settings that keep 95% of the single-language recordings in one language, where any
+does), whose turns then use it (``--decoder FILE`` names another file; each setting given
+on the command line still wins).
 """
 
 from __future__ import annotations
@@ -36,8 +38,11 @@ from lre.segmentation.decoder import (
     DECODER,
     REFINEMENTS,
     DecoderOptions,
+    decode_turns,
+    language_path,
     load_decoder_options,
     model_decoder_options,
+    record_timeline,
     record_turns,
     save_decoder_options,
     speech_regions,
@@ -53,7 +58,13 @@ PathLike = str | os.PathLike
 #: The grid of ``--sweep``.
 SWEEP = {"switch_penalty": (0.0, 1.0, 2.0, 4.0, 8.0, 12.0, 16.0),
          "min_turn": (1.0, 2.0, 3.0),
-         "min_gap": (0.3, 0.5, 1.0), "refine": REFINEMENTS}
+         "mono_penalty": (0.0, 4.0, 8.0, 16.0),
+         "min_gap": (0.5, 1.0), "refine": REFINEMENTS}
+#: The sweep's choice keeps at least this share of the single-language recordings in one
+#: language where a setting of the grid does (then the lowest identification error rate).
+SINGLE_KEPT = 0.95
+#: The settings that move the Viterbi path (the others only place its turns in time).
+_PATH_KEYS = ("switch_penalty", "min_turn", "mono_penalty")
 
 
 # ----------------------------------------------------------------------------------------
@@ -146,34 +157,50 @@ def print_turns(name: str, record: ResultRecord, out) -> None:
 def sweep(records: Sequence[ResultRecord], speech: Mapping[str, np.ndarray] | None,
           reference: Mapping[str, Sequence[Turn]], grid: Mapping[str, Sequence[Any]] = SWEEP,
           collar: float = 0.25) -> list[dict[str, Any]]:
-    """The segmentation figures of every setting of ``grid``, best IER first."""
+    """The segmentation figures of every setting of ``grid``, the choice first: settings
+    that keep :data:`SINGLE_KEPT` of the single-language recordings in one language before
+    the others, then by identification error rate."""
     names = sorted(r.id for r in records if r.id in reference)
     if not names:
         raise LreError("sweep: no scored recording is in the reference RTTM")
+    timelines = {r.id: record_timeline(r) for r in records}
+    paths: dict[tuple, np.ndarray] = {}
     rows = []
     keys = list(grid)
     for values in itertools.product(*(grid[k] for k in keys)):
         opts = DecoderOptions(**dict(zip(keys, values, strict=True)))
-        hyp = {r.id: record_turns(r, None if speech is None else speech.get(r.id), opts)
-               for r in records}
+        key = tuple(getattr(opts, k) for k in _PATH_KEYS)
+        hyp = {}
+        for rid, timeline in timelines.items():
+            if timeline is None:
+                hyp[rid] = []
+                continue
+            if (rid, key) not in paths:
+                paths[rid, key] = language_path(timeline[0], timeline[2], opts)
+            hyp[rid] = decode_turns(*timeline, None if speech is None else speech.get(rid),
+                                    opts, paths[rid, key])
         m = segmentation_metrics(reference, hyp, names, collar)
         rows.append({**dict(zip(keys, values, strict=True)), "IER": m["IER"],
                      "IER_no_collar": m["IER_no_collar"],
                      "boundary_median": m["boundary"]["median"],
                      "boundary_p90": m["boundary"]["p90"],
                      "single_one_language": m["single_language"]["one_language"]})
-    return sorted(rows, key=lambda r: (np.nan_to_num(r["IER"], nan=np.inf),
-                                       r["switch_penalty"], r["min_turn"]))
+    return sorted(rows, key=lambda r: (not r["single_one_language"] >= SINGLE_KEPT,
+                                       np.nan_to_num(r["IER"], nan=np.inf),
+                                       r["switch_penalty"], r.get("mono_penalty", 0.0),
+                                       r["min_turn"]))
 
 
 def save_sweep_choice(path: PathLike, rows: Sequence[Mapping[str, Any]], scores_dir: PathLike,
                       data_dir: PathLike, collar: float) -> DecoderOptions:
-    """Save the setting of the sweep's first row (the lowest IER) with its figures."""
+    """Save the setting of the sweep's first row (its choice) with its figures."""
     best = rows[0]
     options = DecoderOptions(**{k: best[k] for k in SWEEP})
     save_decoder_options(path, options, {
         "scores": os.fspath(scores_dir), "data": os.fspath(data_dir), "collar": collar,
-        "rule": "lowest identification error rate of the grid (ties: the lower switch "
+        "rule": f"lowest identification error rate of the settings that keep at least "
+                f"{SINGLE_KEPT:.0%} of the single-language recordings in one language (of "
+                "all settings when none does; ties: the lower switch penalty, mono "
                 "penalty, then the shorter min turn)",
         "figures": {k: best[k] for k in best if k not in SWEEP}, "settings_tried": len(rows)})
     logger.info("decoder settings %s (IER %.2f%% on %s): wrote %s", options,
@@ -183,11 +210,12 @@ def save_sweep_choice(path: PathLike, rows: Sequence[Mapping[str, Any]], scores_
 
 def sweep_table(rows: Sequence[Mapping[str, Any]], limit: int = 15) -> str:
     """Markdown table of the first ``limit`` rows of :func:`sweep`."""
-    head = ("| switch penalty | min turn (s) | min gap (s) | refine | IER (%) | IER no collar (%) "
-            "| boundary median / p90 (s) | single-language kept (%) |")
-    lines = [head, "|---:|---:|---:|---|---:|---:|---:|---:|"]
+    head = ("| switch penalty | mono penalty | min turn (s) | min gap (s) | refine | IER (%) "
+            "| IER no collar (%) | boundary median / p90 (s) | single-language kept (%) |")
+    lines = [head, "|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows[:limit]:
-        lines.append(f"| {r['switch_penalty']:g} | {r['min_turn']:g} | {r['min_gap']:g} "
+        lines.append(f"| {r['switch_penalty']:g} | {r.get('mono_penalty', 0.0):g} "
+                     f"| {r['min_turn']:g} | {r['min_gap']:g} "
                      f"| {r['refine']} | {100 * r['IER']:.2f} | {100 * r['IER_no_collar']:.2f} "
                      f"| {r['boundary_median']:.2f} / {r['boundary_p90']:.2f} "
                      f"| {100 * r['single_one_language']:.1f} |")
@@ -210,6 +238,9 @@ def add_decoder_arguments(parser: argparse.ArgumentParser) -> None:
                              "built-in defaults below)")
     parser.add_argument("--switch-penalty", type=float, default=None,
                         help=f"cost of a change of language, nats (default {d.switch_penalty})")
+    parser.add_argument("--mono-penalty", type=float, default=None,
+                        help="extra cost, once, of a recording that changes language at all, "
+                             f"nats (default {d.mono_penalty})")
     parser.add_argument("--min-turn", type=float, default=None,
                         help=f"shortest turn in seconds (default {d.min_turn})")
     parser.add_argument("--min-gap", type=float, default=None,
@@ -230,7 +261,8 @@ def decoder_options(args: argparse.Namespace,
         base = model_decoder_options(model_dir)
     else:
         base = DecoderOptions()
-    given = {k: getattr(args, k) for k in ("switch_penalty", "min_turn", "min_gap", "refine")
+    given = {k: getattr(args, k) for k in ("switch_penalty", "mono_penalty", "min_turn",
+                                           "min_gap", "refine")
              if getattr(args, k, None) is not None}
     opts = replace(base, **given)
     opts.check()
@@ -404,7 +436,8 @@ def segmentation_report(seg: Mapping[str, Any]) -> list[str]:
     b, s, d = seg["boundary"], seg["single_language"], seg["decoder"]
     lines = ["## Language segmentation", "",
              f"Turns decoded from the per-segment posteriors (switch penalty "
-             f"{d['switch_penalty']:g} nats, min turn {d['min_turn']:g} s, min gap "
+             f"{d['switch_penalty']:g} nats, mono penalty {d.get('mono_penalty', 0.0):g} "
+             f"nats, min turn {d['min_turn']:g} s, min gap "
              f"{d['min_gap']:g} s, refine {d['refine']}), written to `{seg['hypothesis']}`, "
              f"against `{seg['reference']}`: {seg['recordings']} recordings, "
              f"{seg['reference_seconds']:.1f} s of reference speech. Identification error "

@@ -22,11 +22,16 @@ VARIANTS = {
     "deep": {"front": "conv", "front_layers": 3, "front_channels": 7, "front_stride": 2},
     "norm": {"layer_norm": True},
     "bi1": {"window_bidirectional": True},
+    "winmean": {"window_pooling": "mean"},
+    "winstats": {"window_pooling": "stats", "segment_pooling": "mean"},
+    "bi1mean": {"window_pooling": "mean", "window_bidirectional": True,
+                "segment_pooling": "mean"},
     "bi2": {"segment_bidirectional": True},
     "segmean": {"segment_pooling": "mean"},
     "segstats": {"segment_pooling": "stats", "segment_bidirectional": True},
     "all": {"front": "conv", "front_channels": 5, "front_stride": 2, "pooling": "stats",
-            "layer_norm": True, "segment_bidirectional": True, "window_bidirectional": True},
+            "layer_norm": True, "segment_bidirectional": True, "window_bidirectional": True,
+            "window_pooling": "stats"},
 }
 
 
@@ -95,12 +100,24 @@ def test_padding_invariance(variant):
                                        atol=1e-5, rtol=0)
 
 
+def pool_window(gru: torch.nn.GRU, window: torch.Tensor, pooling: str) -> torch.Tensor:
+    """What level 1 keeps of one window ``(1, steps, dim)``, by plain ``nn.GRU``."""
+    states, last = gru(window)
+    if pooling == "last":
+        return last[0, 0]
+    mean = states[0].mean(0)
+    if pooling == "mean":
+        return mean
+    return torch.cat([mean, states[0].std(0, unbiased=False).clamp(min=1e-5 ** 0.5)])
+
+
 def loop_segment_vectors(model: HGRU, x: torch.Tensor, lengths: torch.Tensor
                          ) -> list[torch.Tensor]:
     """Levels 1-2 the obvious way: the front over the utterance alone, then every window of
     every segment through ``nn.GRU`` on its own."""
     stride = model.front_stride
     win, shift = model.window // stride, model.window_shift // stride
+    pooling1 = model.config["window_pooling"]
     out = []
     for b, n in enumerate(lengths.tolist()):
         utt = torch.zeros(1, x.shape[1] + 1000, D)
@@ -114,11 +131,10 @@ def loop_segment_vectors(model: HGRU, x: torch.Tensor, lengths: torch.Tensor
             for j in range(model.segment_windows):
                 start = (k * model.segment_hop) // stride + j * shift
                 window = utt[:, start:start + win]
-                _, hw = model.window_gru.gru(window)
-                vec = hw[0, 0]
+                vec = pool_window(model.window_gru.gru, window, pooling1)
                 if model.window_gru_backward is not None:  # the window read backwards
-                    _, hb = model.window_gru_backward.gru(window.flip(1))
-                    vec = torch.cat([vec, hb[0, 0]])
+                    vec = torch.cat([vec, pool_window(model.window_gru_backward.gru,
+                                                      window.flip(1), pooling1)])
                 states.append(model.window_norm(vec))
             seq, hs = model.segment_gru(torch.stack(states)[None])
             pooling = model.config["segment_pooling"]
@@ -135,7 +151,8 @@ def loop_segment_vectors(model: HGRU, x: torch.Tensor, lengths: torch.Tensor
 
 
 @pytest.mark.parametrize("variant", ["conv1", "conv2", "deep", "norm", "bi1", "bi2",
-                                     "segmean", "segstats", "all"])
+                                     "segmean", "segstats", "winmean", "winstats",
+                                     "bi1mean", "all"])
 def test_batched_levels_equal_per_segment_loop(variant):
     model = tiny(variant)
     frames = 3 * model.segment_hop + 37
@@ -183,7 +200,9 @@ def test_stats_pooling_is_weighted_mean_and_std():
 @pytest.mark.parametrize("variant,impl", [("default", "auto"), ("stats", "auto"),
                                           ("deep", "auto"), ("bi1", "auto"),
                                           ("bi2", "auto"),
-                                          ("segstats", "auto"), ("all", "native")])
+                                          ("segstats", "auto"), ("winmean", "auto"),
+                                          ("winstats", "auto"), ("bi1mean", "native"),
+                                          ("all", "native")])
 def test_onnx_export_matches_torch(tmp_path, variant, impl):
     """``impl="native"`` is what ``lre export`` traces."""
     ort = pytest.importorskip("onnxruntime")
@@ -214,6 +233,7 @@ def test_onnx_export_matches_torch(tmp_path, variant, impl):
     ({"front": "cnn"}, "front must be one of none, conv"),
     ({"pooling": "max"}, "pooling must be one of attention, stats"),
     ({"segment_pooling": "max"}, "segment_pooling must be one of last, mean, stats"),
+    ({"window_pooling": "max"}, "window_pooling must be one of last, mean, stats"),
     ({"front": "conv", "front_kernel": 4}, "front_kernel must be odd"),
     ({"front": "conv", "front_stride": 3}, "must be multiples of front_stride"),
 ])

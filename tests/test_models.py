@@ -21,7 +21,7 @@ from lre.models import (
     save_model,
 )
 from lre.models.base import BidirectionalGRU
-from lre.models.window_gru import window_last_states
+from lre.models.window_gru import window_gru_states
 from lre.utils import LreError
 
 D = 6
@@ -298,11 +298,13 @@ def test_hgru_level1_gradients_match_nn_gru():
     assert grads["native"]["window_gru.gru.weight_hh_l0"].abs().sum() > 0
 
 
+@pytest.mark.parametrize("pooling", ["last", "mean", "stats"])
 @pytest.mark.parametrize("window,shift", [(20, 10), (7, 3), (10, 10)])
-def test_window_gru_gradients_equal_nn_gru_in_float64(window, shift):
+def test_window_gru_gradients_equal_nn_gru_in_float64(window, shift, pooling):
     """Every implementation (the hand-written backward of ``unrolled_shared`` included)
     gives nn.GRU's outputs and gradients for x, all weights and biases, to float64 rounding,
-    with overlapping windows (view and gather layouts) and with disjoint ones (level 2)."""
+    with overlapping windows (view and gather layouts) and with disjoint ones (level 2),
+    for the last state of each window and for the mean of its states."""
     torch.manual_seed(5)
     gru = torch.nn.GRU(D, 9, batch_first=True).double()
     with torch.no_grad():
@@ -310,12 +312,13 @@ def test_window_gru_gradients_equal_nn_gru_in_float64(window, shift):
             p.uniform_(-0.8, 0.8)  # large enough that the gates are far from linear
     windows = 6
     x0 = torch.randn(3, (windows - 1) * shift + window, D, dtype=torch.float64)
-    weight = torch.randn(3, windows, 9, dtype=torch.float64)  # a loss touching every state
+    # a loss touching every state (and the standard deviations)
+    weight = torch.randn(3, windows, 18 if pooling == "stats" else 9, dtype=torch.float64)
     results = {}
     for impl in IMPLS:
         x = x0.clone().requires_grad_()
         gru.zero_grad()
-        h = window_last_states(gru, x, windows, window, shift, impl)
+        h = window_gru_states(gru, x, windows, window, shift, impl, pooling)
         (h * weight).sum().backward()
         results[impl] = [h.detach(), x.grad] + [p.grad.clone() for p in gru.parameters()]
     names = ["h", "x"] + [n for n, _ in gru.named_parameters()]
@@ -323,6 +326,15 @@ def test_window_gru_gradients_equal_nn_gru_in_float64(window, shift):
         for name, got, ref in zip(names, results[impl], results["native"], strict=True):
             torch.testing.assert_close(got, ref, atol=1e-12, rtol=1e-10,
                                        msg=lambda m, i=impl, n=name: f"{i} {n}: {m}")
+    # the reference: nn.GRU on each window by itself
+    with torch.no_grad():
+        for n in range(windows):
+            states, _ = gru(x0[:, n * shift:n * shift + window])
+            want = {"last": states[:, -1], "mean": states.mean(1),
+                    "stats": torch.cat([states.mean(1), states.std(1, correction=0)], 1)
+                    }[pooling]
+            torch.testing.assert_close(results["native"][0][:, n], want, atol=1e-12,
+                                       rtol=1e-10)
     assert all(g.abs().sum() > 0 for g in results["native"][1:])
 
 

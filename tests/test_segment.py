@@ -108,24 +108,39 @@ def test_interpolation_moves_the_switch_towards_the_mixed_segment():
     assert spans(plain)[0] == (0.0, 5.05, "en")
 
 
-def _path_score(e: np.ndarray, path: tuple[int, ...], penalty: float, d: int) -> float:
+def _path_score(e: np.ndarray, path: tuple[int, ...], penalty: float, d: int,
+                mono: float = 0.0) -> float:
     runs = [len(list(g)) for _, g in itertools.groupby(path)]
     if len(runs) > 1 and min(runs) < d:
         return -np.inf
-    return float(sum(e[k, p] for k, p in enumerate(path)) - penalty * (len(runs) - 1))
+    return float(sum(e[k, p] for k, p in enumerate(path)) - penalty * (len(runs) - 1)
+                 - (mono if len(runs) > 1 else 0.0))
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_viterbi_finds_the_best_allowed_path(seed):
-    """Against every path of 7 segments over 3 languages."""
+    """Against every path of 7 segments over 3 languages (with and without the cost of a
+    recording's switching at all)."""
     rng = np.random.default_rng(seed)
     e = np.log(rng.dirichlet(np.ones(3) * 0.5, size=7))
     penalty, d = float(rng.uniform(0, 2)), int(rng.integers(1, 4))
+    mono = float(rng.uniform(0, 4)) if seed % 2 else 0.0
     best = max(itertools.product(range(3), repeat=7),
-               key=lambda p: _path_score(e, p, penalty, d))
-    found = tuple(viterbi_languages(e, penalty, d).tolist())
-    assert _path_score(e, found, penalty, d) == pytest.approx(
-        _path_score(e, best, penalty, d))
+               key=lambda p: _path_score(e, p, penalty, d, mono))
+    found = tuple(viterbi_languages(e, penalty, d, mono).tolist())
+    assert _path_score(e, found, penalty, d, mono) == pytest.approx(
+        _path_score(e, best, penalty, d, mono))
+
+
+def test_mono_penalty_is_paid_once():
+    """A recording whose excursion to a second language gains 3 nats net of its two
+    switches: a mono penalty of 5 keeps it in one language; 1 does not (and is paid once,
+    not per switch: 2 x 1 would still leave 1 nat)."""
+    e = np.log(np.array([[0.9, 0.1]] * 3 + [[0.1, 0.9]] * 3 + [[0.9, 0.1]] * 3))
+    gain = 3 * (np.log(0.9) - np.log(0.1))                      # 6.6 nats a middle run
+    pen = (gain - 3.0) / 2                                      # two switches cost gain - 3
+    assert viterbi_languages(e, pen, 1, mono_penalty=5.0).tolist() == [0] * 9
+    assert viterbi_languages(e, pen, 1, mono_penalty=2.5).tolist() == [0] * 3 + [1] * 3 + [0] * 3
 
 
 def test_speech_regions_of_a_vad_decision():

@@ -262,6 +262,9 @@ def test_stage_4_scores_the_turns_of_a_set_with_a_reference(tmp_path: Path):
     assert opts == DecoderOptions(**{k: best[k] for k in SWEEP})
     assert model_decoder_options(tmp_path / "exp") == opts
     assert model_decoder_options(tmp_path) == DecoderOptions()  # none saved: the defaults
+    older = tmp_path / "older.json"  # a file from before the mono penalty: 0 for it
+    older.write_text(json.dumps({k: v for k, v in spec.items() if k != "mono_penalty"}))
+    assert load_decoder_options(older) == replace(opts, mono_penalty=0.0)
     args = argparse.Namespace(decoder=str(saved), switch_penalty=0.5, min_turn=None,
                               min_gap=None, refine=None)
     assert decoder_options(args) == replace(opts, switch_penalty=0.5)

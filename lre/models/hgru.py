@@ -23,6 +23,10 @@ Variants (config keys, all off by default in ``HGRU.DEFAULTS``):
   ``sigma`` the attention-weighted standard deviation of the ``h_k``. A segment scored on
   its own is the one-segment case: ``[h_k, sqrt(eps)]``.
 - ``layer_norm``: layer normalisation of the window and segment vectors.
+- ``window_pooling``: what level 1 keeps of a window: ``"last"`` (its last state, as in the
+  paper), ``"mean"`` (the mean of its states over the window's frames, so that every frame
+  of the window reaches the window vector directly) or ``"stats"`` (that mean beside their
+  standard deviation: twice the size).
 - ``window_bidirectional``: level 1 reads each window both ways (a second window GRU over
   the time-reversed frames); the window vector is the forward GRU's last state beside the
   backward GRU's (its state after the window's first frame): ``(B, N, 2*H1)``.
@@ -77,6 +81,7 @@ class HGRU(LidModel):
             must be multiples of ``front_stride``.
         pooling: ``"attention"`` (weighted mean) or ``"stats"`` (weighted mean and std).
         layer_norm: layer-normalise window and segment vectors.
+        window_pooling: ``"last"``, ``"mean"`` or ``"stats"`` of a window's level-1 states.
         window_bidirectional: a bidirectional level 1 (window vectors of ``2 * hidden1``).
         segment_bidirectional: a bidirectional level 2 (segment vectors of ``2 * hidden2``).
         segment_pooling: ``"last"``, ``"mean"`` or ``"stats"`` of the level-2 states.
@@ -106,6 +111,7 @@ class HGRU(LidModel):
         "front_stride": 1,
         "pooling": "attention",
         "layer_norm": False,
+        "window_pooling": "last",
         "window_bidirectional": False,
         "segment_bidirectional": False,
         "segment_pooling": "last",
@@ -113,6 +119,7 @@ class HGRU(LidModel):
     FRONTS: ClassVar[tuple[str, ...]] = ("none", "conv")
     POOLINGS: ClassVar[tuple[str, ...]] = ("attention", "stats")
     SEGMENT_POOLINGS: ClassVar[tuple[str, ...]] = ("last", "mean", "stats")
+    WINDOW_POOLINGS: ClassVar[tuple[str, ...]] = WindowGRU.POOLINGS
 
     def __init__(self, feat_dim: int, num_langs: int, config: dict[str, Any] | None = None):
         super().__init__(feat_dim, num_langs, config)
@@ -149,13 +156,12 @@ class HGRU(LidModel):
                 nn.Conv1d(feat_dim if i == 0 else width, width, k, stride=stride if i == 0
                           else 1, padding=k // 2) for i in range(c["front_layers"]))
             level1_in = width
-        self.window_gru = WindowGRU(level1_in, c["hidden1"], self.window // stride,
-                                    self.window_shift // stride)
+        level1 = (level1_in, c["hidden1"], self.window // stride, self.window_shift // stride,
+                  c["window_pooling"])
+        self.window_gru = WindowGRU(*level1)
         # the backward level 1: the same windows of the time-reversed frames
-        self.window_gru_backward = WindowGRU(
-            level1_in, c["hidden1"], self.window // stride, self.window_shift // stride
-        ) if c["window_bidirectional"] else None
-        window_size = c["hidden1"] * (2 if c["window_bidirectional"] else 1)
+        self.window_gru_backward = WindowGRU(*level1) if c["window_bidirectional"] else None
+        window_size = self.window_gru.output_size * (2 if c["window_bidirectional"] else 1)
         bidirectional = bool(c["segment_bidirectional"])
         self.segment_gru = nn.GRU(window_size, c["hidden2"], batch_first=True,
                                   bidirectional=bidirectional)
@@ -185,6 +191,9 @@ class HGRU(LidModel):
         require(self.name, c["segment_pooling"] in self.SEGMENT_POOLINGS,
                 f"segment_pooling must be one of {', '.join(self.SEGMENT_POOLINGS)}, got "
                 f"{c['segment_pooling']!r}")
+        require(self.name, c["window_pooling"] in self.WINDOW_POOLINGS,
+                f"window_pooling must be one of {', '.join(self.WINDOW_POOLINGS)}, got "
+                f"{c['window_pooling']!r}")
         if c["front"] != "conv":
             return
         require_positive(self.name, c, "front_layers", "front_channels", "front_kernel",

@@ -1,5 +1,6 @@
 """A GRU run from the zero state over every window of a sequence, returning each window's
-last state: level 1 of the HGRU (by default 20-frame windows with shift 10).
+last state or the mean of its states: level 1 of the HGRU (by default 20-frame windows with
+shift 10).
 
 All windows of all utterances form one batch, so the recurrence takes ``window`` steps over
 ``batch * windows`` rows whatever the utterance length. Besides ``nn.GRU`` (cuDNN on GPU),
@@ -28,7 +29,9 @@ from torch import Tensor, nn
 
 
 class WindowGRU(nn.Module):
-    """Level 1 of the HGRU: a GRU over every window of frames, each window's last state.
+    """Level 1 of the HGRU: a GRU over every window of frames, each window's last state
+    (``pooling="last"``), the mean of its states over the window's steps (``"mean"``) or
+    that mean beside their standard deviation (``"stats"``: ``2 * hidden_size`` values).
 
     The parameters are those of an ``nn.GRU(input_size, hidden_size)`` (``self.gru``), run
     by one of these equivalent implementations (``impl``):
@@ -45,17 +48,24 @@ class WindowGRU(nn.Module):
     """
 
     IMPLS: ClassVar[tuple[str, ...]] = ("auto", "native", "unrolled", "unrolled_shared")
+    POOLINGS: ClassVar[tuple[str, ...]] = ("last", "mean", "stats")
 
-    def __init__(self, input_size: int, hidden_size: int, window: int, window_shift: int):
+    def __init__(self, input_size: int, hidden_size: int, window: int, window_shift: int,
+                 pooling: str = "last"):
         super().__init__()
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"WindowGRU pooling must be one of {self.POOLINGS}, got "
+                             f"{pooling!r}")
         self.gru = nn.GRU(input_size, hidden_size, batch_first=True)
         self.window = window
         self.window_shift = window_shift
         self.hidden_size = hidden_size
+        self.output_size = hidden_size * (2 if pooling == "stats" else 1)
+        self.pooling = pooling
         self.impl = "auto"
 
     def forward(self, x: Tensor, windows: int | Tensor) -> Tensor:
-        """Last GRU state of each window.
+        """Last GRU state (or mean state) of each window.
 
         Args:
             x: ``(batch, frames, input_size)`` contiguous, zero-padded frames with
@@ -68,12 +78,12 @@ class WindowGRU(nn.Module):
         """
         if self.impl not in self.IMPLS:
             raise ValueError(f"WindowGRU.impl must be one of {self.IMPLS}, got {self.impl!r}")
-        return window_last_states(self.gru, x, windows, self.window, self.window_shift,
-                                  self.impl)
+        return window_gru_states(self.gru, x, windows, self.window, self.window_shift,
+                                 self.impl, self.pooling)
 
 
-def window_last_states(gru: nn.GRU, x: Tensor, windows: int | Tensor, window: int,
-                       shift: int, impl: str) -> Tensor:
+def window_gru_states(gru: nn.GRU, x: Tensor, windows: int | Tensor, window: int,
+                      shift: int, impl: str, pooling: str = "last") -> Tensor:
     """Run the one-layer, unidirectional, batch-first ``gru`` from the zero state over
     every window of ``x``.
 
@@ -84,9 +94,11 @@ def window_last_states(gru: nn.GRU, x: Tensor, windows: int | Tensor, window: in
         window, shift: window length and shift in steps of ``x``.
         impl: ``"auto"``, ``"native"``, ``"unrolled"`` or ``"unrolled_shared"`` (see
             :class:`WindowGRU`).
+        pooling: ``"last"`` (each window's last state), ``"mean"`` (the mean of its
+            ``window`` states) or ``"stats"`` (their mean and standard deviation).
 
     Returns:
-        ``(batch, windows, H)`` last state of each window.
+        ``(batch, windows, H)``, ``(batch, windows, 2H)`` for ``"stats"``.
     """
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or any(p.requires_grad for p in gru.parameters()))
@@ -96,8 +108,12 @@ def window_last_states(gru: nn.GRU, x: Tensor, windows: int | Tensor, window: in
         starts = torch.arange(windows, device=x.device) * shift
         index = starts[:, None] + torch.arange(window, device=x.device)[None, :]
         frames = x.index_select(1, index.reshape(-1)).reshape(-1, window, x.shape[2])
-        _, last = gru(frames)
-        return last[-1].reshape(x.shape[0], -1, gru.hidden_size)
+        states, last = gru(frames)
+        if pooling == "last":
+            return last[-1].reshape(x.shape[0], -1, gru.hidden_size)
+        mean, square = states.mean(dim=1), (states * states).mean(dim=1)
+        pooled = mean if pooling == "mean" else _mean_std(mean, square)
+        return pooled.reshape(x.shape[0], -1, pooled.shape[-1])
 
     hs = gru.hidden_size
     # Gate rows [r, z, n]: b_hr, b_hz join the input bias; the n rows are doubled so that
@@ -123,9 +139,23 @@ def window_last_states(gru: nn.GRU, x: Tensor, windows: int | Tensor, window: in
     step = _gru_step if needs_grad else _gru_step_inplace
     w_hh_t = w_hh.t()
     h = step(step_input(0), None, w_hh_t, b_hn)
+    total = h if pooling != "last" else None
+    square = h * h if pooling == "stats" else None
     for s in range(1, window):
         h = step(step_input(s), h, w_hh_t, b_hn)
-    return h
+        if total is not None:
+            total = total + h
+        if square is not None:
+            square = torch.addcmul(square, h, h)
+    if pooling == "last":
+        return h
+    return total / window if square is None else _mean_std(total / window, square / window)
+
+
+def _mean_std(mean: Tensor, square: Tensor) -> Tensor:
+    """``[mean, std]`` from the mean and the mean square (variance floored at 1e-5, where
+    the square root has a finite gradient)."""
+    return torch.cat([mean, torch.clamp(square - mean * mean, min=1e-5).sqrt()], dim=-1)
 
 
 def _frames_at_step(t: Tensor, s: int, window: int, shift: int, windows: int | Tensor

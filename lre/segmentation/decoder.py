@@ -5,7 +5,9 @@ HMM whose states are the languages turns that timeline into turns:
 
 - emission of segment ``k`` in language ``l``: ``log p_k(l)`` (posteriors read as scaled
   likelihoods under a flat prior);
-- a change of language costs ``switch_penalty`` nats;
+- a change of language costs ``switch_penalty`` nats, and a recording that changes at all
+  ``mono_penalty`` more: the log prior odds of one language against a mix, which keeps a
+  recording in one language unless its switch is worth more than any single one;
 - a turn lasts at least ``min_turn`` seconds (``D = round(min_turn / hop)`` segments): each
   language has a chain of ``D`` duration states, and only the last of them may leave to
   another language. The last turn must be that long too, unless the recording is one turn.
@@ -52,6 +54,8 @@ SNAP_PAUSE = 0.1
 #: Pieces of a turn shorter than this, left where a boundary meets a pause, are dropped.
 MIN_PIECE = 0.05
 _FLOOR = 1e-10
+#: Settings that files written before them lack: those read as the default.
+_LATER_FIELDS = ("mono_penalty",)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class DecoderOptions:
 
     Attributes:
         switch_penalty: cost of a change of language, in nats of log-posterior.
+        mono_penalty: extra cost, paid once, of a recording that changes language at all.
         min_turn: shortest turn, in seconds of segments (0 or one hop: no limit).
         min_gap: non-speech at least this long ends a turn; shorter pauses are bridged.
         refine: ``"none"`` (switches halfway between segment centres) or
@@ -73,10 +78,13 @@ class DecoderOptions:
     min_turn: float = 2.0
     min_gap: float = 0.5
     refine: str = "interpolate"
+    mono_penalty: float = 0.0
 
     def check(self) -> None:
         if not np.isfinite(self.switch_penalty) or self.switch_penalty < 0:
             raise LreError(f"switch penalty: must be >= 0, got {self.switch_penalty}")
+        if not np.isfinite(self.mono_penalty) or self.mono_penalty < 0:
+            raise LreError(f"mono penalty: must be >= 0, got {self.mono_penalty}")
         if not np.isfinite(self.min_turn) or self.min_turn < 0:
             raise LreError(f"min turn: must be >= 0 s, got {self.min_turn}")
         if not np.isfinite(self.min_gap) or self.min_gap < 0:
@@ -104,12 +112,12 @@ def load_decoder_options(path: str | os.PathLike) -> DecoderOptions:
         raise LreError(f"{path}: not an lre decoder settings file (format != "
                        f"{DECODER_FORMAT})")
     names = [f.name for f in fields(DecoderOptions)]
-    missing = [n for n in names if n not in spec]
+    missing = [n for n in names if n not in spec and n not in _LATER_FIELDS]
     if missing:
         raise LreError(f"{path}: missing field(s) {', '.join(missing)}")
     try:
         options = DecoderOptions(**{n: type(getattr(DecoderOptions, n))(spec[n])
-                                    for n in names})
+                                    for n in names if n in spec})
         options.check()
     except (TypeError, ValueError, LreError) as e:
         raise LreError(f"{path}: {e}") from None
@@ -178,8 +186,8 @@ def merge_gaps(regions: np.ndarray, min_gap: float) -> np.ndarray:
 # ----------------------------------------------------------------------------------------
 
 
-def viterbi_languages(log_post: np.ndarray, switch_penalty: float, min_segments: int
-                      ) -> np.ndarray:
+def viterbi_languages(log_post: np.ndarray, switch_penalty: float, min_segments: int,
+                      mono_penalty: float = 0.0) -> np.ndarray:
     """The best language of each segment under the switch penalty and minimum run length.
 
     Args:
@@ -187,6 +195,8 @@ def viterbi_languages(log_post: np.ndarray, switch_penalty: float, min_segments:
         switch_penalty: nats taken off a path at each change of language.
         min_segments: ``D >= 1``, the fewest segments of a run (of the last one too, unless
             the path never switches).
+        mono_penalty: nats taken off a path that switches at all (once, at its first
+            switch): the prior odds of a recording in one language against a mixed one.
 
     Returns:
         ``(K,)`` int language index per segment.
@@ -211,9 +221,11 @@ def viterbi_languages(log_post: np.ndarray, switch_penalty: float, min_segments:
         loop = score[:, :, -1] >= new[:, :, -1]
         new[:, :, -1] = np.where(loop, score[:, :, -1], new[:, :, -1])
         arg[:, :, -1] = np.where(loop, flat[:, :, -1], arg[:, :, -1])
-        # a switch into (1, l', 0) from the best finished run of another language
-        ended = score[:, :, -1].max(axis=0)
-        ended_from = flat[score[:, :, -1].argmax(axis=0), np.arange(langs), -1]
+        # a switch into (1, l', 0) from the best finished run of another language; the
+        # first switch of a recording also pays the cost of its not being monolingual
+        finished = score[:, :, -1] - np.array([[mono_penalty], [0.0]])
+        ended = finished.max(axis=0)
+        ended_from = flat[finished.argmax(axis=0), np.arange(langs), -1]
         order = np.argsort(-ended, kind="stable")
         best, second = order[0], order[1] if langs > 1 else order[0]
         src = np.where(np.arange(langs) == best, second, best)
@@ -301,6 +313,16 @@ def _confidence(post: np.ndarray, centres: np.ndarray, lang: int, run: slice,
     return float(values.mean())
 
 
+def language_path(posteriors: np.ndarray, starts: np.ndarray,
+                  options: DecoderOptions) -> np.ndarray:
+    """The Viterbi language of each segment ``(K,)`` under ``options`` (switch and mono
+    penalties, minimum turn; the settings that do not move the path are not read)."""
+    hop = float(np.median(np.diff(starts))) if len(starts) > 1 else 1.0
+    min_segments = max(1, round(options.min_turn / hop)) if hop > 0 else 1
+    return viterbi_languages(np.log(np.maximum(posteriors, _FLOOR)), options.switch_penalty,
+                             min_segments, options.mono_penalty)
+
+
 def decode_turns(
     posteriors: np.ndarray,
     langs: Sequence[str],
@@ -308,6 +330,7 @@ def decode_turns(
     ends: np.ndarray,
     speech: np.ndarray | None = None,
     options: DecoderOptions | None = None,
+    path: np.ndarray | None = None,
 ) -> list[Turn]:
     """Language turns of one recording from its per-segment posteriors.
 
@@ -318,6 +341,8 @@ def decode_turns(
         speech: ``(R, 2)`` speech regions in seconds (:func:`speech_regions`), or None to
             take the segments' span as speech.
         options: decoder settings (default :class:`DecoderOptions`).
+        path: :func:`language_path` of these posteriors under ``options``, when the caller
+            has it already (a sweep over the settings that only place the turns in time).
 
     Returns:
         Turns in time order; none covers non-speech of ``min_gap`` or more.
@@ -331,10 +356,8 @@ def decode_turns(
                        f"and {len(langs)} languages")
     if len(starts) == 0:
         return []
-    hop = float(np.median(np.diff(starts))) if len(starts) > 1 else 1.0
-    min_segments = max(1, round(opts.min_turn / hop)) if hop > 0 else 1
-    path = viterbi_languages(np.log(np.maximum(post, _FLOOR)), opts.switch_penalty,
-                             min_segments)
+    if path is None:
+        path = language_path(post, starts, opts)
     speech = None if speech is None else merge_gaps(speech, 0.0)
     centres = _centres(starts, ends, speech)
     runs = np.flatnonzero(np.diff(path)) + 1
@@ -359,9 +382,10 @@ def decode_turns(
     return turns
 
 
-def record_turns(record: ResultRecord, speech: np.ndarray | None = None,
-                 options: DecoderOptions | None = None) -> list[Turn]:
-    """:func:`decode_turns` of a result record's timeline (its segments' posteriors).
+def record_timeline(record: ResultRecord
+                    ) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray] | None:
+    """``(posteriors (K, L), langs, starts (K,), ends (K,))`` of a result record's
+    segments, None for a record without segments.
 
     Raises:
         LreError: the record's segments carry no posteriors.
@@ -369,10 +393,17 @@ def record_turns(record: ResultRecord, speech: np.ndarray | None = None,
     table = record.timeline_array()
     if table is None:
         if not record.segments:
-            return []
+            return None
         raise LreError(f"record '{record.id}': its segments have no posteriors (score with "
                        "the timeline: lre score, lre identify --timeline)")
     post, langs = table
     starts = np.array([s.start for s in record.segments])
     ends = np.array([s.end for s in record.segments])
-    return decode_turns(post, langs, starts, ends, speech, options)
+    return post, list(langs), starts, ends
+
+
+def record_turns(record: ResultRecord, speech: np.ndarray | None = None,
+                 options: DecoderOptions | None = None) -> list[Turn]:
+    """:func:`decode_turns` of a result record's timeline (its segments' posteriors)."""
+    timeline = record_timeline(record)
+    return [] if timeline is None else decode_turns(*timeline, speech, options)
