@@ -35,6 +35,7 @@ all_variants=(
   "winmean_bi1:model.window_pooling=mean,model.window_bidirectional=true"
   "winstats:model.window_pooling=stats"
   "bi1_32:model.window_bidirectional=true,model.hidden1=32"
+  "bi1_48:model.window_bidirectional=true,model.hidden1=48"
 )
 variants=
 recipe=synth
