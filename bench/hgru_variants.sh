@@ -36,6 +36,7 @@ all_variants=(
   "winstats:model.window_pooling=stats"
   "bi1_32:model.window_bidirectional=true,model.hidden1=32"
   "bi1_48:model.window_bidirectional=true,model.hidden1=48"
+  "heads4:model.attention_heads=4"
 )
 variants=
 recipe=synth

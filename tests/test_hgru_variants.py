@@ -24,6 +24,8 @@ VARIANTS = {
     "bi1": {"window_bidirectional": True},
     "winmean": {"window_pooling": "mean"},
     "winstats": {"window_pooling": "stats", "segment_pooling": "mean"},
+    "heads3": {"attention_heads": 3, "segment_pooling": "mean"},
+    "heads2stats": {"attention_heads": 2, "pooling": "stats"},
     "bi1mean": {"window_pooling": "mean", "window_bidirectional": True,
                 "segment_pooling": "mean"},
     "bi2": {"segment_bidirectional": True},
@@ -73,8 +75,19 @@ def test_shapes_and_masks(variant):
     assert (out.attention[out.segment_mask] > 0).all()
     assert (out.segment_logits[~out.segment_mask] == 0).all()
     torch.testing.assert_close(out.attention.sum(1), torch.ones(5), atol=1e-6, rtol=0)
-    dim = 4 * TINY["hidden3"] if model.config["pooling"] == "stats" else 2 * TINY["hidden3"]
+    heads = model.config["attention_heads"]
+    dim = heads * (4 if model.config["pooling"] == "stats" else 2) * TINY["hidden3"]
     assert out.embedding.shape == (5, dim)
+    if heads > 1:  # each head a distribution over the real segments; attention their mean
+        assert out.head_attention.shape == (5, heads, k)
+        assert (out.head_attention[~out.segment_mask[:, None, :].expand(-1, heads, -1)]
+                == 0).all()
+        torch.testing.assert_close(out.head_attention.sum(2), torch.ones(5, heads),
+                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(out.head_attention.mean(1), out.attention)
+        assert not torch.allclose(out.head_attention[:, 0], out.head_attention[:, 1])
+    else:
+        assert out.head_attention is None
     # the geometry users read is in input frames whatever the front's stride
     assert (model.segment_hop, model.segment_span) == (100, 110)
     assert out.segment_frames[1][out.segment_mask[1]].tolist() == [
@@ -202,6 +215,7 @@ def test_stats_pooling_is_weighted_mean_and_std():
                                           ("bi2", "auto"),
                                           ("segstats", "auto"), ("winmean", "auto"),
                                           ("winstats", "auto"), ("bi1mean", "native"),
+                                          ("heads3", "auto"), ("heads2stats", "auto"),
                                           ("all", "native")])
 def test_onnx_export_matches_torch(tmp_path, variant, impl):
     """``impl="native"`` is what ``lre export`` traces."""
@@ -234,9 +248,38 @@ def test_onnx_export_matches_torch(tmp_path, variant, impl):
     ({"pooling": "max"}, "pooling must be one of attention, stats"),
     ({"segment_pooling": "max"}, "segment_pooling must be one of last, mean, stats"),
     ({"window_pooling": "max"}, "window_pooling must be one of last, mean, stats"),
+    ({"attention_heads": 0}, "attention_heads must be at least 1"),
     ({"front": "conv", "front_kernel": 4}, "front_kernel must be odd"),
     ({"front": "conv", "front_stride": 3}, "must be multiples of front_stride"),
 ])
 def test_bad_variant_config(config, message):
     with pytest.raises(LreError, match=message):
         build_model("hgru", D, 3, config)
+
+
+def test_head_weights_reach_the_record_through_chunks():
+    """Several heads: the torch runner keeps each head's weights, chunks combine them like
+    the attention (each head sums to 1 over the record, their mean is the weight), and
+    they survive the JSON record."""
+    from lre.inference.records import ResultRecord
+    from lre.inference.runner import ModelInput, TorchRunner, run_utterances
+
+    model = tiny("heads3")
+    feats = rand(1, 730, seed=4)[0].numpy()
+    item = ModelInput("u1", feats, np.arange(len(feats)))
+    runner = TorchRunner(model, ["a", "b", "c"])
+    (_, res), = run_utterances(runner, [item], 0.01, 0.025, max_chunk_frames=400,
+                               timeline=True)
+    assert res.chunks == 2 and res.head_weights.shape == (3, len(res.weights))
+    np.testing.assert_allclose(res.head_weights.sum(1), np.ones(3), atol=1e-6)
+    np.testing.assert_allclose(res.head_weights.mean(0), res.weights, atol=1e-9)
+    rec = ResultRecord.from_result("u1", ["a", "b", "c"], res.log_posteriors, res)
+    back = ResultRecord.from_dict(rec.to_dict())
+    got = np.array([s.head_weights for s in back.segments]).T
+    np.testing.assert_allclose(got, res.head_weights, atol=1e-4)
+    one = tiny("segmean")  # one head: no head weights anywhere
+    (_, res1), = run_utterances(TorchRunner(one, ["a", "b", "c"]), [item], 0.01, 0.025,
+                                max_chunk_frames=400)
+    assert res1.head_weights is None
+    rec1 = ResultRecord.from_result("u1", ["a", "b", "c"], res1.log_posteriors, res1)
+    assert "head_weights" not in rec1.to_dict()["segments"][0]

@@ -81,6 +81,8 @@ class UtteranceResult:
         num_frames: voiced frames seen by the model over all chunks.
         embedding: ``(dim,)`` the model's utterance vector, combined like the logits, or
             None when the runner gives none.
+        head_weights: ``(heads, segments)`` each attention head's weights, combined like
+            ``weights`` (their mean), or None for a model with one head.
     """
 
     logits: np.ndarray
@@ -92,6 +94,7 @@ class UtteranceResult:
     num_frames: int = 0
     chunks: int = 1
     embedding: np.ndarray | None = None
+    head_weights: np.ndarray | None = None
 
 
 def combine_chunks(chunks: Sequence[ChunkResult]) -> UtteranceResult:
@@ -118,6 +121,10 @@ def combine_chunks(chunks: Sequence[ChunkResult]) -> UtteranceResult:
     if all(c.output.embedding is not None for c in chunks):
         embedding = np.asarray(sum(s * c.output.embedding
                                    for s, c in zip(shares, chunks, strict=True)), np.float64)
+    heads = None
+    if all(c.output.head_attention is not None for c in chunks):
+        heads = np.concatenate([s * c.output.head_attention
+                                for s, c in zip(shares, chunks, strict=True)], axis=1)
     timeline = None
     if all(c.output.segment_logits is not None for c in chunks):
         timeline = log_softmax(
@@ -132,6 +139,7 @@ def combine_chunks(chunks: Sequence[ChunkResult]) -> UtteranceResult:
         num_frames=total,
         chunks=len(chunks),
         embedding=embedding,
+        head_weights=heads,
     )
 
 

@@ -53,18 +53,24 @@ class Segment:
         weight: attention weight (the weights of a record sum to 1).
         posteriors: ``{lang: p}`` the segment's own language posteriors (the timeline),
             or None when they were not asked for.
+        head_weights: the weight of each attention head (``weight`` is their mean; each
+            head's weights sum to 1 over a record), or None for a model with one head.
     """
 
     start: float
     end: float
     weight: float
     posteriors: dict[str, float] | None = None
+    head_weights: list[float] | None = None
 
     def to_dict(self, decimals: int = 4) -> dict[str, Any]:
-        """``{"start", "end", "weight"[, "posteriors"]}``, times to ms, the rest to ``decimals``."""
+        """``{"start", "end", "weight"[, "head_weights"][, "posteriors"]}``, times to ms, the
+        rest to ``decimals``."""
         d: dict[str, Any] = {"start": round(float(self.start), 3),
                              "end": round(float(self.end), 3),
                              "weight": round(float(self.weight), decimals)}
+        if self.head_weights is not None:
+            d["head_weights"] = [round(float(w), decimals) for w in self.head_weights]
         if self.posteriors is not None:
             d["posteriors"] = _rounded(self.posteriors, decimals)
         return d
@@ -262,10 +268,15 @@ class ResultRecord:
             if seg_post.shape != (len(starts), len(langs)):
                 raise LreError(f"{id}: segment posteriors of shape {seg_post.shape}, expected "
                                f"{(len(starts), len(langs))}")
+        heads = getattr(result, "head_weights", None)
+        if heads is not None and np.shape(heads)[-1] != len(starts):
+            raise LreError(f"{id}: head weights of shape {np.shape(heads)} for {len(starts)} "
+                           "segments")
         segments = [
             Segment(float(s), float(e), float(w),
                     None if seg_post is None else dict(zip(langs, map(float, seg_post[k]),
-                                                           strict=True)))
+                                                           strict=True)),
+                    None if heads is None else [float(v) for v in np.asarray(heads)[:, k]])
             for k, (s, e, w) in enumerate(zip(starts, ends, weights, strict=True))
         ]
         return cls(
@@ -359,12 +370,17 @@ def _read_segments(d: Mapping[str, Any], rid: str) -> list[Segment]:
         post = s.get("posteriors")
         if post is not None and not isinstance(post, Mapping):
             raise LreError(f"record '{rid}': segment {k} 'posteriors' is not an object")
+        heads = s.get("head_weights")
+        if heads is not None and not isinstance(heads, list):
+            raise LreError(f"record '{rid}': segment {k} 'head_weights' is not a list")
         segments.append(Segment(
             _number(s["start"], rid, f"segments[{k}].start"),
             _number(s["end"], rid, f"segments[{k}].end"),
             _number(s["weight"], rid, f"segments[{k}].weight"),
             None if post is None else {str(lang): _number(p, rid, f"segments[{k}].posteriors")
-                                       for lang, p in post.items()}))
+                                       for lang, p in post.items()},
+            None if heads is None else [_number(w, rid, f"segments[{k}].head_weights")
+                                        for w in heads]))
     return segments
 
 

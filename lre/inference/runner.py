@@ -40,6 +40,8 @@ class ChunkOutput:
             timeline was not asked for.
         embedding: ``(dim,)`` the model's utterance vector (``ModelOutput.embedding``), or
             None when the runner has none.
+        head_attention: ``(heads, segments)`` each attention head's weights (``attention``
+            is their mean), or None for a model with one head.
     """
 
     logits: np.ndarray
@@ -47,6 +49,7 @@ class ChunkOutput:
     segment_frames: np.ndarray
     segment_logits: np.ndarray | None = None
     embedding: np.ndarray | None = None
+    head_attention: np.ndarray | None = None
 
 
 class ModelRunner(Protocol):
@@ -79,6 +82,7 @@ def split_outputs(
     segment_frames: np.ndarray,
     segment_logits: np.ndarray | None,
     embedding: np.ndarray | None = None,
+    head_attention: np.ndarray | None = None,
 ) -> list[ChunkOutput]:
     """Cut batched model outputs into one :class:`ChunkOutput` per input, padding dropped.
 
@@ -89,6 +93,7 @@ def split_outputs(
         segment_frames: ``(batch, segments, 2)``.
         segment_logits: ``(batch, segments, num_langs)`` or None.
         embedding: ``(batch, dim)`` or None.
+        head_attention: ``(batch, heads, segments)`` or None.
     """
     outs = []
     mask = segment_mask.astype(bool)
@@ -103,6 +108,8 @@ def split_outputs(
                     None if segment_logits is None else segment_logits[b][m].astype(np.float64)
                 ),
                 embedding=None if embedding is None else embedding[b].astype(np.float64),
+                head_attention=(None if head_attention is None
+                                else head_attention[b][:, m].astype(np.float64)),
             )
         )
     return outs
@@ -126,7 +133,7 @@ class TorchRunner:
         n = torch.from_numpy(lengths).to(self.device)
         with torch.inference_mode():
             out = self.model(x, n, with_segments=timeline)
-            seg_logits, embedding = out.segment_logits, out.embedding
+            seg_logits, embedding, heads = out.segment_logits, out.embedding, out.head_attention
         return split_outputs(
             out.logits.float().cpu().numpy(),
             out.attention.float().cpu().numpy(),
@@ -134,6 +141,7 @@ class TorchRunner:
             out.segment_frames.cpu().numpy(),
             None if seg_logits is None else seg_logits.float().cpu().numpy(),
             None if embedding is None else embedding.float().cpu().numpy(),
+            None if heads is None else heads.float().cpu().numpy(),
         )
 
 

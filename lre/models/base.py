@@ -33,6 +33,8 @@ class ModelOutput(NamedTuple):
     embedding: ``(batch, dim)`` the utterance vector the classifier reads (the pooled
         vector of the attention models, the x-vector of the TDNNs): what the open-set
         scores of :mod:`lre.openset` measure distances in; None for a model that has none.
+    head_attention: ``(batch, heads, segments)`` each head's weights (``attention`` is their
+        mean) for a model with several attention heads; else None.
     """
 
     logits: Tensor
@@ -41,6 +43,7 @@ class ModelOutput(NamedTuple):
     segment_frames: Tensor
     segment_logits: Tensor | None = None
     embedding: Tensor | None = None
+    head_attention: Tensor | None = None
 
 
 class LidModel(nn.Module):
@@ -206,52 +209,75 @@ class BidirectionalGRU(nn.Module):
 
 
 class AttentionPooling(nn.Module):
-    """``a_k = softmax_k(tanh(W h_k + b) . u)`` over real steps; returns ``sum_k a_k h_k``."""
+    """``a_k = softmax_k(tanh(W h_k + b) . u)`` over real steps; returns ``sum_k a_k h_k``.
 
-    def __init__(self, input_size: int, attention_size: int):
+    With ``heads > 1`` (multi-head attention, Lin et al., ICLR 2017): ``heads`` context
+    vectors ``u_j`` over the shared projection, each its own weights ``a_{j,k}`` and its own
+    pooled vector; the output is the ``heads`` pooled vectors side by side, and the weight
+    of a step is the mean over heads (what plots and records read; each head's kept too).
+    """
+
+    def __init__(self, input_size: int, attention_size: int, heads: int = 1):
         super().__init__()
         self.proj = nn.Linear(input_size, attention_size)
-        self.context = nn.Linear(attention_size, 1, bias=False)
-        self.output_size = input_size
+        self.context = nn.Linear(attention_size, heads, bias=False)
+        self.heads = heads
+        self.output_size = heads * input_size
 
     def single_step(self, h: Tensor) -> Tensor:
-        """What pooling one real step ``h (..., input_size)`` alone gives: ``h`` itself."""
-        return h
+        """What pooling one real step ``h (..., input_size)`` alone gives: ``h`` itself
+        (once per head)."""
+        return h if self.heads == 1 else torch.cat([h] * self.heads, dim=-1)
 
     def scores(self, h: Tensor) -> Tensor:
-        """Unnormalised scores ``(batch, steps)`` of ``h (batch, steps, input_size)``."""
+        """Unnormalised scores ``(batch, steps)`` of ``h (batch, steps, input_size)`` (one
+        head)."""
         return self.context(torch.tanh(self.proj(h))).squeeze(-1)
 
-    def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def head_weights(self, h: Tensor, mask: Tensor) -> Tensor:
+        """``(batch, heads, steps)`` weights of each head, exactly 0 where ``mask`` is
+        False."""
+        scores = self.context(torch.tanh(self.proj(h))).transpose(1, 2)
+        return masked_softmax(scores, mask[:, None, :])
+
+    def pool(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """``h (batch, steps, dim)``, ``mask (batch, steps)`` bool (at least one True per row)
-        -> ``(pooled (batch, dim), weights (batch, steps))``; weights are exactly 0 where
-        ``mask`` is False."""
-        weights = masked_softmax(self.scores(h), mask)
+        -> ``(pooled (batch, output_size), head weights (batch, heads, steps))``."""
+        weights = self.head_weights(h, mask)
         h = torch.where(mask[:, :, None], h, torch.zeros((), dtype=h.dtype, device=h.device))
-        return torch.bmm(weights[:, None, :], h).squeeze(1), weights
+        return torch.bmm(weights, h).reshape(h.shape[0], -1), weights
+
+    def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """``(pooled (batch, output_size), weights (batch, steps))``: the weights are the
+        mean over heads, exactly 0 where ``mask`` is False."""
+        pooled, weights = self.pool(h, mask)
+        return pooled, weights.mean(dim=1)
 
 
 class AttentiveStatsPooling(AttentionPooling):
     """Attentive statistics pooling (Okabe et al., Interspeech 2018) with the scores of
     :class:`AttentionPooling`: returns ``[mu, sigma]``, the attention-weighted mean and
-    standard deviation of the real steps, ``(batch, 2 * input_size)``."""
+    standard deviation of the real steps, ``(batch, 2 * input_size)`` (per head, side by
+    side, with several heads)."""
 
     EPS = 1e-5  # variance floor: sqrt has no finite gradient at 0 (one-step utterances)
 
-    def __init__(self, input_size: int, attention_size: int):
-        super().__init__(input_size, attention_size)
-        self.output_size = 2 * input_size
+    def __init__(self, input_size: int, attention_size: int, heads: int = 1):
+        super().__init__(input_size, attention_size, heads)
+        self.output_size = 2 * heads * input_size
 
     def single_step(self, h: Tensor) -> Tensor:
-        """A step pooled alone: mean ``h``, standard deviation ``sqrt(EPS)``."""
-        return torch.cat([h, torch.full_like(h, self.EPS ** 0.5)], dim=-1)
+        """A step pooled alone: mean ``h``, standard deviation ``sqrt(EPS)`` (per head)."""
+        one = torch.cat([h, torch.full_like(h, self.EPS ** 0.5)], dim=-1)
+        return one if self.heads == 1 else torch.cat([one] * self.heads, dim=-1)
 
-    def forward(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        mean, weights = super().forward(h, mask)
+    def pool(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        weights = self.head_weights(h, mask)
         h = torch.where(mask[:, :, None], h, torch.zeros((), dtype=h.dtype, device=h.device))
-        second = torch.bmm(weights[:, None, :], h * h).squeeze(1)
+        mean = torch.bmm(weights, h)                                   # (B, heads, D)
+        second = torch.bmm(weights, h * h)
         std = torch.sqrt(torch.clamp(second - mean * mean, min=self.EPS))
-        return torch.cat([mean, std], dim=1), weights
+        return torch.cat([mean, std], dim=2).reshape(h.shape[0], -1), weights
 
 
 def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:

@@ -22,6 +22,10 @@ Variants (config keys, all off by default in ``HGRU.DEFAULTS``):
 - ``pooling="stats"``: attentive statistics pooling: ``z = [sum_k a_k h_k, sigma]`` with
   ``sigma`` the attention-weighted standard deviation of the ``h_k``. A segment scored on
   its own is the one-segment case: ``[h_k, sqrt(eps)]``.
+- ``attention_heads``: several attention heads over the segments, each with its own
+  context vector over the shared projection; the pooled vectors of the heads side by side
+  feed the classifier, and a segment's attention weight is the mean of the heads' weights
+  (each head's in ``ModelOutput.head_attention``).
 - ``layer_norm``: layer normalisation of the window and segment vectors.
 - ``window_pooling``: what level 1 keeps of a window: ``"last"`` (its last state, as in the
   paper), ``"mean"`` (the mean of its states over the window's frames, so that every frame
@@ -80,6 +84,8 @@ class HGRU(LidModel):
             convolutional front (``"none"`` or ``"conv"``); ``window`` and ``window_shift``
             must be multiples of ``front_stride``.
         pooling: ``"attention"`` (weighted mean) or ``"stats"`` (weighted mean and std).
+        attention_heads: heads of the attention over segments (their pooled vectors side by
+            side; a segment's attention is the mean of its heads' weights).
         layer_norm: layer-normalise window and segment vectors.
         window_pooling: ``"last"``, ``"mean"`` or ``"stats"`` of a window's level-1 states.
         window_bidirectional: a bidirectional level 1 (window vectors of ``2 * hidden1``).
@@ -115,6 +121,7 @@ class HGRU(LidModel):
         "window_bidirectional": False,
         "segment_bidirectional": False,
         "segment_pooling": "last",
+        "attention_heads": 1,
     }
     FRONTS: ClassVar[tuple[str, ...]] = ("none", "conv")
     POOLINGS: ClassVar[tuple[str, ...]] = ("attention", "stats")
@@ -125,7 +132,7 @@ class HGRU(LidModel):
         super().__init__(feat_dim, num_langs, config)
         c = self.config
         require_positive(self.name, c, "window", "window_shift", "segment_windows", "hidden1",
-                         "hidden2", "hidden3", "attention", "dense")
+                         "hidden2", "hidden3", "attention", "dense", "attention_heads")
         require(self.name, c["window_shift"] <= c["window"],
                 f"window_shift ({c['window_shift']}) must not exceed window ({c['window']}): "
                 "frames between windows would be ignored")
@@ -171,10 +178,8 @@ class HGRU(LidModel):
         norm = c["layer_norm"]
         self.window_norm = nn.LayerNorm(window_size) if norm else nn.Identity()
         self.segment_norm = nn.LayerNorm(segment_size) if norm else nn.Identity()
-        if c["pooling"] == "stats":
-            self.attention = AttentiveStatsPooling(2 * c["hidden3"], c["attention"])
-        else:
-            self.attention = AttentionPooling(2 * c["hidden3"], c["attention"])
+        pooling = AttentiveStatsPooling if c["pooling"] == "stats" else AttentionPooling
+        self.attention = pooling(2 * c["hidden3"], c["attention"], c["attention_heads"])
         self.classifier = nn.Sequential(
             nn.Linear(self.attention.output_size, c["dense"]),
             nn.ReLU(),
@@ -299,9 +304,10 @@ class HGRU(LidModel):
         with logits ``(batch, num_langs)`` and per-segment attention ``(batch, segments)``;
         ``with_segments`` adds the per-segment logits from the same level-3 states."""
         h, mask, spans = self.encode(feats, lengths)
-        pooled, weights = self.attention(h, mask)
+        pooled, heads = self.attention.pool(h, mask)
         seg_logits = self._classify_segments(h, mask) if with_segments else None
-        return ModelOutput(self.classifier(pooled), weights, mask, spans, seg_logits, pooled)
+        return ModelOutput(self.classifier(pooled), heads.mean(dim=1), mask, spans, seg_logits,
+                           pooled, heads if heads.shape[1] > 1 else None)
 
     def segment_logits(self, feats: Tensor, lengths: Tensor) -> Tensor:
         """The classifier applied to each level-3 state ``h_k``: ``(batch, segments,
