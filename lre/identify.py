@@ -165,8 +165,10 @@ class Identifier:
                        load_openset(exp_dir, unknown_threshold), decoder)
         if backend == "onnx":
             from lre.export import load_onnx_runner
+            from lre.inference.runner import with_other_class
 
-            runner = load_onnx_runner(exp_dir, checkpoint, num_threads=num_threads)
+            runner = with_other_class(load_onnx_runner(exp_dir, checkpoint,
+                                                       num_threads=num_threads))
             cfg = load_feats_config(exp_dir / FEATS_CONFIG)
             if runner.feat_dim is not None and runner.feat_dim != cfg.feat_dim:
                 raise LreError(f"{exp_dir / 'model.onnx'}: model expects feat_dim="

@@ -23,6 +23,11 @@ import numpy as np
 
 from lre.utils import LreError
 
+#: The label of a model's rejection class: training utterances labelled ``other`` (speech in
+#: none of the corpus's languages) train one more output, which inference keeps apart from
+#: the languages (:class:`lre.inference.runner.OtherClassRunner`) as an open-set score.
+OTHER = "other"
+
 #: ISO 639-1 codes, the codes older corpora use for some of them (``iw``, ``jw``, ``in``,
 #: ``ji``, ``mo``), and ISO 639-3 codes of languages found in LID corpora (VoxLingua107,
 #: Common Voice, FLEURS) that have no 639-1 code.

@@ -9,6 +9,10 @@ model's languages (higher = more), and an *operating point* answers "unknown" wh
 - ``energy``: logsumexp_l z_l(x) of the raw logits z (Liu et al., "Energy-based
   out-of-distribution detection", NeurIPS 2020): the softmax discards this offset, which
   is larger for inputs like the training data.
+- ``other_class``: log P(in-set | x) / P(other | x) = logsumexp_l z_l(x) - z_other(x), for a
+  model trained with an "other" class (:data:`lre.languages.OTHER`: utterances of languages
+  the corpus lacks, disjoint from dev_oos's and test_oos's): the softmax over its languages
+  and that class.
 - ``mahalanobis``: -min_l (e - mu_l)^T P (e - mu_l) over the model's utterance embedding e
   (``ModelOutput.embedding``: the HGRU's attention-pooled vector), with the mean mu_l of
   each language and one shared covariance (its inverse P) of the dev embeddings around their
@@ -66,7 +70,7 @@ FORMAT = "lre-openset-1"
 OPENSET = "openset.json"
 #: Each scored utterance's open-set score and answer, beside scores.tsv.
 OPENSET_SCORES = "openset.tsv"
-METHODS = ("max_posterior", "energy", "mahalanobis")
+METHODS = ("max_posterior", "energy", "other_class", "mahalanobis")
 DEFAULT_INSET_REJECT = 0.05
 DEFAULT_FOLDS = 5
 #: In-set dev utterances every language needs for ``mahalanobis`` (its mean).
@@ -90,11 +94,14 @@ class OpenSetInputs:
         logits: ``(n, langs)`` the model's raw logits.
         embeddings: ``(n, dim)`` the model's utterance embeddings, or None when the runner
             gives none.
+        other_logits: ``(n,)`` the logit of the model's "other" class, or None for a
+            model without one.
     """
 
     log_posteriors: np.ndarray
     logits: np.ndarray
     embeddings: np.ndarray | None = None
+    other_logits: np.ndarray | None = None
 
     @classmethod
     def from_results(cls, results: Sequence[UtteranceResult],
@@ -103,13 +110,18 @@ class OpenSetInputs:
         embeddings = None
         if results and all(r.embedding is not None for r in results):
             embeddings = np.stack([np.asarray(r.embedding, np.float64) for r in results])
+        other = None
+        if results and all(r.other_logit is not None for r in results):
+            other = np.array([r.other_logit for r in results], np.float64)
         return cls(np.atleast_2d(np.asarray(log_posteriors, np.float64)),
-                   np.stack([np.asarray(r.logits, np.float64) for r in results]), embeddings)
+                   np.stack([np.asarray(r.logits, np.float64) for r in results]), embeddings,
+                   other)
 
     def take(self, rows: np.ndarray) -> OpenSetInputs:
         """The inputs of ``rows`` (an index or bool array)."""
         return OpenSetInputs(self.log_posteriors[rows], self.logits[rows],
-                             None if self.embeddings is None else self.embeddings[rows])
+                             None if self.embeddings is None else self.embeddings[rows],
+                             None if self.other_logits is None else self.other_logits[rows])
 
 
 def fit_gaussians(embeddings: np.ndarray, labels: np.ndarray, num_langs: int
@@ -141,6 +153,11 @@ def open_set_scores(method: str, params: Mapping[str, Any], inputs: OpenSetInput
         return np.exp(inputs.log_posteriors.max(axis=1))
     if method == "energy":
         return logsumexp(inputs.logits, axis=1)
+    if method == "other_class":
+        if inputs.other_logits is None:
+            raise LreError("open set: other_class needs a model trained with an 'other' "
+                           "class; this one has none")
+        return logsumexp(inputs.logits, axis=1) - inputs.other_logits
     if method == "mahalanobis":
         if inputs.embeddings is None:
             raise LreError("open set: mahalanobis needs the model's utterance embedding, "
@@ -197,6 +214,8 @@ def _candidates(inset: OpenSetInputs, labels: np.ndarray, langs: Sequence[str],
     counts = np.bincount(labels, minlength=len(langs))
     lacking = [lang for lang, c in zip(langs, counts, strict=True) if c < max(MIN_PER_LANG, folds)]
     skipped = {}
+    if inset.other_logits is None:
+        skipped["other_class"] = "the model has no 'other' class"
     if inset.embeddings is None:
         skipped["mahalanobis"] = "the model gives no utterance embedding"
     elif lacking:
@@ -373,7 +392,6 @@ class OpenSet:
     @property
     def needs_embedding(self) -> bool:
         return self.method == "mahalanobis"
-
     def scores(self, inputs: OpenSetInputs) -> np.ndarray:
         """Open-set score ``(n,)`` of each utterance."""
         return open_set_scores(self.method, self.params, inputs)

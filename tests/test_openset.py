@@ -25,6 +25,7 @@ from lre.features import FeatureConfig, compute_features
 from lre.identify import Identifier, identify_files
 from lre.inference.model_dir import load_trained_model
 from lre.inference.records import read_records
+from lre.languages import OTHER
 from lre.openset import (
     FORMAT,
     OpenSet,
@@ -32,6 +33,7 @@ from lre.openset import (
     _mahalanobis,
     fit_openset,
     load_openset,
+    open_set_scores,
     operating_threshold,
     save_openset,
     write_openset_scores,
@@ -400,3 +402,101 @@ def test_onnx_runner_gives_the_embedding_and_an_old_export_turns_the_open_set_of
         ident = Identifier.from_pretrained(exp, backend="onnx")
     assert ident.openset is None and "has no embedding output" in caplog.text
     assert ident.identify(wav).decision in LANGS
+
+
+# ------------------------------------------------------------------- the "other" class
+def test_other_class_score_by_hand_and_fit_takes_it_where_it_separates():
+    rng = np.random.default_rng(0)
+    inset, labels, oos = _synthetic(rng, 20, 30)
+    # an "other" logit that is low for in-set speech and high for out-of-set speech
+    inset.other_logits = rng.normal(-3.0, 1.0, len(labels))
+    oos.other_logits = rng.normal(6.0, 1.0, len(oos.logits))
+    scores = open_set_scores("other_class", {}, inset)
+    row = inset.logits[0]
+    assert scores[0] == pytest.approx(np.log(np.exp(row).sum()) - inset.other_logits[0])
+    spec = fit_openset(inset, labels, oos, ["a", "b", "c", "d"], seed=1)
+    cand = spec["selection"]["candidates"]
+    assert set(cand) == {"max_posterior", "energy", "other_class", "mahalanobis"}
+    assert cand["other_class"]["unknown_EER"] < cand["max_posterior"]["unknown_EER"]
+    # without the class it is not tried, and asking for it is one clear error
+    inset.other_logits = oos.other_logits = None
+    assert "other_class" in fit_openset(inset, labels, oos, ["a", "b", "c", "d"])[
+        "selection"]["not_tried"]
+    with pytest.raises(LreError, match="other_class cannot be fitted: the model has no 'other'"):
+        fit_openset(inset, labels, oos, ["a", "b", "c", "d"], method="other_class")
+    with pytest.raises(LreError, match="needs a model trained with an 'other' class"):
+        open_set_scores("other_class", {}, inset)
+
+
+@pytest.fixture(scope="module")
+def with_other(tiny):
+    """The tiny model's shape with one more output, the "other" class (C-sorted after the
+    three languages, as training orders a train set labelled de/en/fr/other)."""
+    import torch
+    from test_score import TINY
+
+    from lre.models import build_model, save_model
+
+    exp = tiny["tmp"] / "exp_other"
+    shutil.copytree(tiny["exp"], exp)
+    torch.manual_seed(3)
+    save_model(exp / "final.pt", build_model("hgru", 40, 4, TINY), [*LANGS, OTHER])
+    return exp
+
+
+def test_a_model_with_an_other_class_answers_its_languages_and_keeps_other_apart(
+        tiny, with_other, tmp_path):
+    from lre.inference.runner import TorchRunner
+    from lre.models import load_model
+
+    model = load_trained_model(with_other)
+    assert model.langs == LANGS and model.calibrator.langs == LANGS
+    x = [np.random.default_rng(0).normal(size=(n, 40)).astype(np.float32) for n in (300, 170)]
+    raw = TorchRunner(load_model(with_other / "final.pt")[0], [*LANGS, OTHER]).run(
+        x, timeline=True)
+    for ours, full in zip(model.runner.run(x, timeline=True), raw, strict=True):
+        np.testing.assert_allclose(ours.logits, full.logits[:3])
+        assert ours.other_logit == pytest.approx(full.logits[3])
+        np.testing.assert_allclose(ours.segment_logits, full.segment_logits[:, :3])
+        assert full.other_logit is None
+    # scored: posteriors over the three languages, the "other" logit beside them
+    results, _, _ = run_datadir(model, tiny["dev"])
+    for r in results.values():
+        assert r.log_posteriors.shape == (3,) and r.other_logit is not None
+        np.testing.assert_allclose(r.log_posteriors, log_softmax(r.logits), atol=1e-9)
+    out = tmp_path / "openset.json"
+    assert main(["openset", "fit", "--model-dir", str(with_other), "--dev", str(tiny["dev"]),
+                 "--dev-oos", str(tiny["dev_oos"]), "--out", str(out), "--method",
+                 "other_class"]) == 0
+    spec = json.loads(out.read_text())
+    assert spec["method"] == "other_class" and spec["langs"] == LANGS
+    # identify answers a language or "unknown", never "other"
+    shutil.copy(out, with_other / "openset.json")
+    try:
+        ident = Identifier.from_pretrained(with_other)
+        assert ident.langs == LANGS
+        answers = {ident.identify(p).decision for p in sorted((tiny["dev"] / "wav").glob("*"))}
+        assert answers <= {*LANGS, "unknown"}
+    finally:
+        (with_other / "openset.json").unlink()
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_synth_recipe_adds_other_languages_to_train_under_one_label(tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        ["bash", str(ROOT / "recipes" / "synth" / "prepare.sh"), "--langs", "en,fi",
+         "--train-per-lang", "2", "--dev-per-lang", "0", "--test-per-lang", "0",
+         "--no-progress", "--no-conditions", "--other-per-lang", "2",
+         "--other-langs", "af,sk,fi,eo", "--oos-dev-langs", "sk", str(tmp_path / "data")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train_other: sk is a language of dev_oos or test_oos; left out" in proc.stderr
+    assert "train_other: fi is a language of the corpus; left out" in proc.stderr
+    train = DataDir.load(tmp_path / "data" / "train")
+    by_lang: dict[str, list[str]] = {}
+    for utt, lang in train.utt2lang.items():
+        by_lang.setdefault(lang, []).append(utt)
+    assert {k: len(v) for k, v in by_lang.items()} == {"en": 2, "fi": 2, OTHER: 4}
+    assert sorted(u.split("-")[0] for u in by_lang[OTHER]) == ["af", "af", "eo", "eo"]
+    assert not (tmp_path / "data" / "train_other").exists()

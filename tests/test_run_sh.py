@@ -24,7 +24,7 @@ _PATH_KEYS = {"scores", "llr", "data", "report", "plots", "out_dir", "source"}
 # when the code does, not when the recipe's defaults do.
 TINY_PREPARE = (
     "--langs en,fi,ru --train-per-lang 4 --dev-per-lang 2 --test-per-lang 2 --no-progress "
-    "--train-voice-mix 0 --oos-per-lang 2"
+    "--train-voice-mix 0 --oos-per-lang 2 --other-per-lang 0"
 )
 TINY_TRAIN = (
     "--set train.epochs=2 --set train.progress=false --set model.hidden1=16 "

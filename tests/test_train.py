@@ -302,3 +302,27 @@ def test_cli_reports_one_line_without_traceback(corpus, tmp_path, capsys):
 def test_recipe_configs_resolve(name):
     cfg = resolve_config(None, REPO / "recipes" / "synth" / "conf" / f"{name}.yaml")
     assert cfg["model"]["name"] == name and cfg["train"]["epochs"] >= 1
+
+
+def test_an_other_label_trains_one_more_output_kept_apart_at_inference(corpus, tmp_path):
+    """es relabelled "other": the model learns three outputs, the model dir answers de/en."""
+    import shutil
+
+    from lre.inference.model_dir import load_trained_model
+    from lre.languages import OTHER
+    from lre.models import load_model
+    from lre.score import run_datadir
+
+    data = tmp_path / "data_other"
+    shutil.copytree(corpus, data)
+    lines = (data / "utt2lang").read_text().splitlines()
+    (data / "utt2lang").write_text("".join(
+        f"{u} {OTHER if lang == 'es' else lang}\n" for u, lang in (x.split() for x in lines)))
+    exp = tmp_path / "exp"
+    train(data, exp, dev_dir=data, model="hgru", overrides=[*FAST, "train.epochs=1"])
+    assert load_model(exp / "final.pt")[1]["langs"] == ["de", "en", OTHER]
+    model = load_trained_model(exp)
+    assert model.langs == ["de", "en"]
+    results, _, _ = run_datadir(model, data)
+    assert len(results) == 12
+    assert all(r.logits.shape == (2,) and r.other_logit is not None for r in results.values())

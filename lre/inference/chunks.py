@@ -83,6 +83,8 @@ class UtteranceResult:
             None when the runner gives none.
         head_weights: ``(heads, segments)`` each attention head's weights, combined like
             ``weights`` (their mean), or None for a model with one head.
+        other_logit: the model's "other" logit (``ChunkOutput.other_logit``), combined
+            like the logits, or None for a model without that class.
     """
 
     logits: np.ndarray
@@ -95,6 +97,7 @@ class UtteranceResult:
     chunks: int = 1
     embedding: np.ndarray | None = None
     head_weights: np.ndarray | None = None
+    other_logit: float | None = None
 
 
 def combine_chunks(chunks: Sequence[ChunkResult]) -> UtteranceResult:
@@ -125,6 +128,10 @@ def combine_chunks(chunks: Sequence[ChunkResult]) -> UtteranceResult:
     if all(c.output.head_attention is not None for c in chunks):
         heads = np.concatenate([s * c.output.head_attention
                                 for s, c in zip(shares, chunks, strict=True)], axis=1)
+    other = None
+    if all(c.output.other_logit is not None for c in chunks):
+        other = float(sum(s * c.output.other_logit  # type: ignore[operator]
+                          for s, c in zip(shares, chunks, strict=True)))
     timeline = None
     if all(c.output.segment_logits is not None for c in chunks):
         timeline = log_softmax(
@@ -140,6 +147,7 @@ def combine_chunks(chunks: Sequence[ChunkResult]) -> UtteranceResult:
         chunks=len(chunks),
         embedding=embedding,
         head_weights=heads,
+        other_logit=other,
     )
 
 

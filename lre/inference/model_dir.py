@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from lre.features.reader import FEATS_CONFIG, load_feats_config
-from lre.inference.runner import ModelRunner, TorchRunner
+from lre.inference.runner import ModelRunner, TorchRunner, with_other_class
 from lre.utils import LreError
 
 logger = logging.getLogger(__name__)
@@ -110,12 +110,13 @@ def load_trained_model(
                        "trained with")
     cfg = load_feats_config(fc)  # first: a small file whose errors are the user's to fix
     model, meta = load_model(ckpt, map_location="cpu")
-    langs = list(meta["langs"])
     if int(meta.get("feat_dim", cfg.feat_dim)) != cfg.feat_dim:
         raise LreError(f"{ckpt}: model expects feat_dim={meta['feat_dim']} but {fc} gives "
                        f"{cfg.feat_dim}")
+    runner = with_other_class(TorchRunner(model, list(meta["langs"]), device=device))
+    langs = list(runner.langs)
     return TrainedModel(
-        runner=TorchRunner(model, langs, device=device),
+        runner=runner,
         langs=langs,
         feats_config=cfg,
         calibrator=Calibrator(model_dir, langs),

@@ -11,6 +11,7 @@ segment in seconds of the original audio and combines the chunks of each utteran
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ from lre.inference.chunks import (
     combine_chunks,
     segment_times,
 )
+from lre.languages import OTHER
 
 
 @dataclass
@@ -42,6 +44,8 @@ class ChunkOutput:
             None when the runner has none.
         head_attention: ``(heads, segments)`` each attention head's weights (``attention``
             is their mean), or None for a model with one head.
+        other_logit: the logit of the model's "other" class (:data:`lre.languages.OTHER`),
+            kept apart from the languages' by :class:`OtherClassRunner`; None without one.
     """
 
     logits: np.ndarray
@@ -50,6 +54,7 @@ class ChunkOutput:
     segment_logits: np.ndarray | None = None
     embedding: np.ndarray | None = None
     head_attention: np.ndarray | None = None
+    other_logit: float | None = None
 
 
 class ModelRunner(Protocol):
@@ -143,6 +148,36 @@ class TorchRunner:
             None if embedding is None else embedding.float().cpu().numpy(),
             None if heads is None else heads.float().cpu().numpy(),
         )
+
+
+class OtherClassRunner:
+    """A runner whose model has an "other" output (:data:`lre.languages.OTHER`, trained on
+    speech in none of its languages): ``langs`` are the model's languages without it, and
+    each output's logits (and segment logits) lose its column, which goes to
+    ``ChunkOutput.other_logit``. The language posteriors are then the softmax over the
+    languages alone, and "other" is an open-set score (:mod:`lre.openset`), not an answer.
+    Everything else is the wrapped runner's (e.g. an ONNX runner's ``feat_dim``)."""
+
+    def __init__(self, inner: ModelRunner) -> None:
+        self.inner = inner
+        self.index = list(inner.langs).index(OTHER)
+        self.langs = [lang for lang in inner.langs if lang != OTHER]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def run(self, feats: Sequence[np.ndarray], timeline: bool = False) -> list[ChunkOutput]:
+        k = self.index
+        return [dataclasses.replace(
+            o, logits=np.delete(o.logits, k), other_logit=float(o.logits[k]),
+            segment_logits=(None if o.segment_logits is None
+                            else np.delete(o.segment_logits, k, axis=1)))
+            for o in self.inner.run(feats, timeline=timeline)]
+
+
+def with_other_class(runner: Any) -> Any:
+    """``runner`` in an :class:`OtherClassRunner` when its model has an "other" output."""
+    return OtherClassRunner(runner) if OTHER in runner.langs else runner
 
 
 @dataclass

@@ -13,6 +13,8 @@
 #   dev_oos         espeak-ng languages the corpus lacks (--oos-dev-langs), spoken by dev's
 #                   voices: to choose when to answer "unknown" (lre openset fit)
 #   test_oos        other such languages (--oos-test-langs) by test's voices: to measure it
+# and, in train, utterances of a third group of such languages (--other-langs) by train's
+# voices, labelled "other": the training of a model's rejection class (lre.languages.OTHER).
 # The conditions draw from seed + 1000 (the code-switched sets from seed + 2000), so no draw
 # repeats one of a training augmentation. The out-of-set sets draw from the corpus's own seed:
 # that gives them dev's and test's voices, and their languages are the corpus's none, so no
@@ -38,8 +40,12 @@
 #                        test_human_oos's, so that no test language chose the threshold)
 #   --oos-test-langs L,..  languages of test_oos (default el,nb,bg,hr); a language of the
 #                        corpus is left out of either
-#   --no-conditions      build train, dev and test only
-# Each option also as --name=value; all but the last five are those of `lre prepare synth`
+#   --other-per-lang N   utterances per language of an "other" class in train (default 0:
+#                        none; e.g. 8: 160 utterances of the 20 languages below)
+#   --other-langs L,..   its languages (default: 20 that are none of the corpus's, dev_oos's,
+#                        test_oos's nor KTuberling's, so that no test language is trained on)
+#   --no-conditions      build train, dev and test only (and train's "other" utterances)
+# Each option also as --name=value; all but the last seven are those of `lre prepare synth`
 # (see its -h).
 set -euo pipefail
 
@@ -60,6 +66,8 @@ ktuberling=/usr/share/ktuberling/sounds
 oos_per_lang=30
 oos_dev_langs=sk,tr,et,is
 oos_test_langs=el,nb,bg,hr
+other_per_lang=0
+other_langs=af,az,be,bn,cy,eo,eu,fa,gd,he,hy,ka,kk,ko,lv,mk,ms,sq,sw,vi
 no_conditions=false
 corpus=    # refused: the corpus is generated here
 # shellcheck source=tools/parse_options.sh
@@ -75,6 +83,55 @@ command -v espeak-ng >/dev/null || {
   exit 1
 }
 "$lre" prepare synth --out "$data_root" ${args[@]+"${args[@]}"}
+[[ $oos_per_lang =~ ^[0-9]+$ ]] || { echo "$0: --oos-per-lang must be a number" >&2; exit 2; }
+corpus_langs=" $( (cat "$data_root"/{train,dev,test}/utt2lang 2>/dev/null || true) \
+  | cut -d' ' -f2 | LC_ALL=C sort -u | tr '\n' ' ')"
+prepare_forward nj seed utts_per_spk min_dur max_dur --flags no_progress
+oos_args=(${args[@]+"${args[@]}"})
+oos_set() {  # oos_set SET SPLIT LANGS [N]: N (default --oos-per-lang) utterances of each of
+  # the LANGS the corpus lacks, as SPLIT, into DATA_ROOT/SET
+  local set=$1 split=$2 count=${4:-$oos_per_lang} lang keep=()
+  for lang in ${3//,/ }; do
+    if [[ $corpus_langs == *" $lang "* ]]; then
+      echo "$0: $set: $lang is a language of the corpus; left out" >&2
+    else
+      keep+=("$lang")
+    fi
+  done
+  if [ ${#keep[@]} -eq 0 ]; then
+    echo "$0: $set: no language left; not built" >&2
+    return 0
+  fi
+  # Generated under DATA_ROOT/oos (its own WAVs), then moved to its name.
+  "$lre" prepare synth --out "$data_root/oos" --langs "$(IFS=,; echo "${keep[*]}")" \
+    --train-per-lang 0 --dev-per-lang 0 --test-per-lang 0 "--$split-per-lang" "$count" \
+    "${oos_args[@]}"
+  rm -rf "${data_root:?}/$set"
+  mv "$data_root/oos/$split" "$data_root/$set"
+}
+
+# The "other" class: its utterances join train under that one label (their own codes stay
+# in the utterance ids), so that a model trained on them has one more output, for speech in
+# none of its languages, which lre openset fit's other_class score reads.
+[[ $other_per_lang =~ ^[0-9]+$ ]] || { echo "$0: --other-per-lang must be a number" >&2; exit 2; }
+other_keep=
+for lang in ${other_langs//,/ }; do  # an out-of-set dev or test language is never trained on
+  case ",$oos_dev_langs,$oos_test_langs," in
+    *",$lang,"*) echo "$0: train_other: $lang is a language of dev_oos or test_oos; left out" >&2 ;;
+    *) other_keep+=${other_keep:+,}$lang ;;
+  esac
+done
+if [ "$other_per_lang" -gt 0 ] && [ -n "$other_keep" ] && [ -f "$data_root/train/utt2lang" ]; then
+  oos_set train_other train "$other_keep" "$other_per_lang"
+  if [ -f "$data_root/train_other/utt2lang" ]; then
+    awk '{print $1, "other"}' "$data_root/train_other/utt2lang" >"$data_root/train_other/utt2lang.tmp"
+    mv "$data_root/train_other/utt2lang.tmp" "$data_root/train_other/utt2lang"
+    rm -rf "${data_root:?}/train_inset"
+    mv "$data_root/train" "$data_root/train_inset"
+    "$lre" combine "$data_root/train" "$data_root/train_inset" "$data_root/train_other"
+    rm -rf "${data_root:?}/train_inset" "${data_root:?}/train_other"
+  fi
+fi
 $no_conditions && exit 0
 
 test_dir=$data_root/test
@@ -101,31 +158,6 @@ if [ -f "$data_root/dev/utt2lang" ]; then
     --seed "$(( cs_seed + 1 ))"
 fi
 
-[[ $oos_per_lang =~ ^[0-9]+$ ]] || { echo "$0: --oos-per-lang must be a number" >&2; exit 2; }
-corpus_langs=" $(cat "$data_root"/{train,dev,test}/utt2lang 2>/dev/null | cut -d' ' -f2 \
-  | LC_ALL=C sort -u | tr '\n' ' ')"
-prepare_forward nj seed utts_per_spk min_dur max_dur --flags no_progress
-oos_args=(${args[@]+"${args[@]}"})
-oos_set() {  # oos_set SET SPLIT LANGS: the LANGS the corpus lacks, as SPLIT, into DATA_ROOT/SET
-  local set=$1 split=$2 lang keep=()
-  for lang in ${3//,/ }; do
-    if [[ $corpus_langs == *" $lang "* ]]; then
-      echo "$0: $set: $lang is a language of the corpus; left out" >&2
-    else
-      keep+=("$lang")
-    fi
-  done
-  if [ ${#keep[@]} -eq 0 ]; then
-    echo "$0: $set: no language left; not built" >&2
-    return 0
-  fi
-  # Generated under DATA_ROOT/oos (its own WAVs), then moved to its name.
-  "$lre" prepare synth --out "$data_root/oos" --langs "$(IFS=,; echo "${keep[*]}")" \
-    --train-per-lang 0 --dev-per-lang 0 --test-per-lang 0 "--$split-per-lang" "$oos_per_lang" \
-    "${oos_args[@]}"
-  rm -rf "${data_root:?}/$set"
-  mv "$data_root/oos/$split" "$data_root/$set"
-}
 if [ "$oos_per_lang" -gt 0 ]; then
   oos_set dev_oos dev "$oos_dev_langs"
   oos_set test_oos test "$oos_test_langs"
