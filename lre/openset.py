@@ -392,6 +392,7 @@ class OpenSet:
     @property
     def needs_embedding(self) -> bool:
         return self.method == "mahalanobis"
+
     def scores(self, inputs: OpenSetInputs) -> np.ndarray:
         """Open-set score ``(n,)`` of each utterance."""
         return open_set_scores(self.method, self.params, inputs)
