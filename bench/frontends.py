@@ -10,6 +10,9 @@ Subcommands (every figure printed with the number of utterances it rests on):
 - ``zeroshot``: Whisper-base's own language detection (faster-whisper ``detect_language``:
   a 30 s encoder pass and one decoder step per file), restricted to the model's languages,
   on ``--per-lang`` utterances per language of each set.
+- ``loader``: training batches read from stored states and from states computed on read
+  (``--storage none``: each crop's audio encoded when it is drawn) with 0, 1 and 2 loader
+  workers, against the model's training step on the same batches: does the loader keep up?
 - ``speed``: seconds per file of ``lre identify`` with a trained model dir (encoder states
   then the HGRU) and of ``detect_language`` on the same files and threads, and the ratio;
   and the feature stage's throughput (x real time) and peak memory for 10 s and 600 s files
@@ -20,6 +23,8 @@ Usage:
         data_whisper_base/{dev,test,test_noisy,test_reverb,test_tel,test_human}
     .venv/bin/python bench/frontends.py zeroshot --langs-of exp/hgru_whisper_base data/test ...
     .venv/bin/python bench/frontends.py speed --model exp/hgru_whisper_base data/test
+    .venv/bin/python bench/frontends.py loader --stored data_whisper_base/train \
+        --on-read data_on_read/train --config recipes/synth/conf/hgru_whisper_base.yaml
 """
 
 from __future__ import annotations
@@ -181,12 +186,12 @@ def cmd_speed(args: argparse.Namespace) -> None:
 
 def _throughput(seconds: int, threads: int) -> None:
     """Features of one ``seconds`` long recording in a fresh process: x real time, peak RSS."""
-    import torch
 
     from lre.features.config import FeatureConfig
     from lre.features.pipeline import extract
+    from lre.utils import limit_threads
 
-    torch.set_num_threads(threads)
+    limit_threads(threads)
     cfg = FeatureConfig.from_files("features/whisper_base.conf")
     rng = np.random.default_rng(0)
     t = np.arange(seconds * 16000) / 16000
@@ -201,6 +206,76 @@ def _throughput(seconds: int, threads: int) -> None:
     print(f"  features of a {seconds:4d} s file, {threads} thread(s): {seconds / wall:6.1f}x real "
           f"time, peak RSS {peak:.0f} MB ({peak - base:+.0f} MB over the loaded model), "
           f"{feats.shape[0]} states")
+
+
+def _loader_seconds(data: Path, lang2id: dict[str, int], geometry, config, batches: int
+                    ) -> tuple[float, int, list]:
+    """Seconds for training batches 2 to ``batches + 1`` of ``data`` (the first, which pays
+    for starting the workers and loading the encoder in each, is left out), the crop
+    frames they hold, and the batches."""
+    from lre.dataset import make_train_loader
+
+    loader, sampler = make_train_loader(data, lang2id, geometry, config, seed=0)
+    sampler.set_epoch(0)
+    got, frames, t0 = [], 0, 0.0
+    for batch in loader:
+        if not t0:
+            t0 = time.time()
+            continue
+        got.append(batch)
+        frames += int(batch.lengths.sum())
+        if len(got) == batches:
+            break
+    return time.time() - t0, frames, got
+
+
+def cmd_loader(args: argparse.Namespace) -> None:
+    """Training batches from stored states and from states computed on read (the same
+    utterances, ``--workers`` loader processes), against the model's training step."""
+    import dataclasses
+
+    import torch
+    import yaml
+
+    from lre.dataset import LoaderConfig
+    from lre.features.reader import FeatureReader
+    from lre.models import build_model, frame_rate_config
+    from lre.utils import limit_threads
+
+    limit_threads(1)
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    reader = FeatureReader(args.stored)
+    langs = sorted(set(read_table(Path(args.stored) / "utt2lang").values()))
+    lang2id = {lang: i for i, lang in enumerate(langs)}
+    model_cfg = {k: v for k, v in cfg["model"].items() if k != "name"}
+    net = build_model(cfg["model"]["name"], reader.feat_dim, len(langs),
+                      frame_rate_config(cfg["model"]["name"], model_cfg, reader.frame_shift))
+    geometry = net.geometry(reader.frame_shift)
+    config = LoaderConfig.from_dict({**cfg.get("data", {}), "cache": "none"})
+    secs, frames, batches = _loader_seconds(Path(args.stored), lang2id, geometry, config,
+                                            args.batches)
+    speech = frames * reader.frame_shift
+    print(f"stored states, 0 workers: {secs / len(batches):.3f} s a batch "
+          f"({speech / secs:.0f}x real time of speech; {len(batches)} batches of "
+          f"{config.batch_size})")
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    t0 = time.time()
+    for batch in batches:
+        loss = torch.nn.functional.cross_entropy(net(batch.feats, batch.lengths).logits,
+                                                 batch.labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    step = (time.time() - t0) / len(batches)
+    print(f"training step (1 thread): {step:.3f} s a batch")
+    for workers in (int(w) for w in args.workers.split(",")):
+        config = dataclasses.replace(config, num_workers=workers)
+        secs, frames, batches = _loader_seconds(Path(args.on_read), lang2id, geometry, config,
+                                                args.batches)
+        per = secs / len(batches)
+        print(f"states computed on read, {workers} worker(s): {per:.3f} s a batch "
+              f"({frames * reader.frame_shift / secs:.0f}x real time of speech): "
+              f"{per / step:.1f}x the training step")
 
 
 def main() -> None:
@@ -224,8 +299,15 @@ def main() -> None:
     a.add_argument("--per-lang", type=int, default=2)
     a.add_argument("--threads", type=int, default=2)
     a.add_argument("sets", nargs=1)
+    a = sub.add_parser("loader")
+    a.add_argument("--stored", required=True, help="a data dir with stored states")
+    a.add_argument("--on-read", required=True, help="the same utterances, --storage none")
+    a.add_argument("--config", required=True, help="a training config (its model and data)")
+    a.add_argument("--batches", type=int, default=20)
+    a.add_argument("--workers", default="0,1,2")
     args = p.parse_args()
-    {"probe": cmd_probe, "zeroshot": cmd_zeroshot, "speed": cmd_speed}[args.cmd](args)
+    {"probe": cmd_probe, "zeroshot": cmd_zeroshot, "speed": cmd_speed,
+     "loader": cmd_loader}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,16 @@
 #   --vad-conf FILE      energy VAD config (default features/vad.conf)
 #   --cmvn-conf FILE     CMVN applied when features are read (default features/cmvn.conf)
 #   --sdc-conf FILE      add shifted delta cepstra (with an MFCC --conf)
+#   --storage S          encoder states: float32 | compressed | none (default: the conf's);
+#                        none stores the VAD only, and every reader (training crops, scoring)
+#                        encodes the audio of wav.scp when it reads an utterance
 #   --max-fail-share X   fail when more than this share of utterances is skipped (default 0.1)
 #   --force [true|false] recompute every job (default: only jobs that did not finish)
 #   Each option also as --name=value.
 #
-# Writes into <data-dir>: feats.scp, vad.scp, utt2num_frames, feats_config.json and, when some
-# utterances could not be used, feats_failed (utterance + reason). Re-running after a failure
-# or a kill redoes only the unfinished jobs. Exit status 0 unless a job failed or more than
+# Writes into <data-dir>: feats.scp (not with --storage none), vad.scp, utt2num_frames,
+# feats_config.json and, when some utterances could not be used, feats_failed (utterance +
+# reason). Re-running after a failure or a kill redoes only the unfinished jobs. Exit status 0 unless a job failed or more than
 # --max-fail-share of the utterances were skipped.
 set -euo pipefail
 
@@ -37,6 +40,7 @@ feat_conf=
 vad_conf=
 cmvn_conf=
 sdc_conf=
+storage=
 max_fail_share=0.1
 force=false
 # shellcheck source=tools/parse_options.sh
@@ -73,6 +77,6 @@ fi
 echo "$0: computing features for $data ($nj jobs, logs in $exp/log)" >&2
 "${lre[@]}" features "$data" "$exp" "$feat_dir" \
   --feat-conf "$conf" --vad-conf "$vad_conf" --cmvn-conf "$cmvn_conf" \
-  ${sdc_conf:+--sdc-conf "$sdc_conf"} \
+  ${sdc_conf:+--sdc-conf "$sdc_conf"} ${storage:+--storage "$storage"} \
   --nj "$nj" --cmd "$cmd" --max-fail-share "$max_fail_share" "${force_opt[@]}"
-echo "$0: done: $data/feats.scp" >&2
+echo "$0: done: $data/feats_config.json" >&2

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import soundfile as sf
 
-from lre.utils import LreError, atomic_open, atomic_write_text
+from lre.utils import LreError, atomic_open, atomic_write_text, limit_threads
 
 if TYPE_CHECKING:
     from lre.data.datadir import DataDir, Segment
@@ -475,9 +475,7 @@ def _start_worker(src: str, wav_dir: str, opts: AugmentOptions, all_utts: list[s
     from lre.data.datadir import DataDir
 
     if threads is not None:  # in a worker process: the processes are the parallelism
-        import torch
-
-        torch.set_num_threads(threads)
+        limit_threads(threads)
     global _worker
     _worker = (_Sources(DataDir.load(src), opts, all_utts), Path(wav_dir))
 

@@ -37,7 +37,7 @@ from lre.config import Section
 from lre.data.tables import read_table
 from lre.features.reader import FeatureReader, FeatureReadError
 from lre.models.geometry import SegmentGeometry
-from lre.utils import LreError
+from lre.utils import LreError, limit_threads
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ class _UtteranceStore:
         cache: str,
         cache_max_gb: float,
         bad_feats: str,
+        crops: bool = False,
     ):
         self.reader = reader
         data_dir = reader.data_dir
@@ -136,7 +137,10 @@ class _UtteranceStore:
         # from vad.scp.
         n_frames = self._num_frames(keep_utts)
         nbytes = sum(n_frames) * self.reader.feat_dim * 4
-        self.cached = cache == "memory" or (cache == "auto" and nbytes <= cache_max_gb * 2**30)
+        # "auto" leaves training states computed on read uncached: each crop is encoded
+        # when it is drawn (the reason to compute them on read).
+        auto = nbytes <= cache_max_gb * 2**30 and not (crops and reader.on_read is not None)
+        self.cached = cache == "memory" or (cache == "auto" and auto)
         self.feats: list[np.ndarray] | None = [] if self.cached else None
         self.index: list[np.ndarray] | None = [] if self.cached else None
         self.utts: list[str] = []
@@ -187,6 +191,15 @@ class _UtteranceStore:
         if self.cached:
             return self.feats[i], self.index[i]
         return self.reader.read(self.utts[i])
+
+    def crop(self, i: int, start: int, frames: int) -> np.ndarray:
+        """Frames ``[start, start + frames)`` after VAD, moved back inside the utterance
+        (lengths of uncached utterances are estimates)."""
+        if not self.cached:
+            return self.reader.read_span(self.utts[i], start, frames)
+        feats = self.feats[i]
+        start = max(0, min(start, len(feats) - frames))
+        return feats[start : start + frames]
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,7 +303,7 @@ class TrainDataset(Dataset):
         utts = sorted(u for u in utt2lang if u in reader.feats_scp and utt2lang[u] in lang2id)
         self.store = _UtteranceStore(
             reader, utts, [lang2id[utt2lang[u]] for u in utts],
-            config.cache, config.cache_max_gb, config.bad_feats,
+            config.cache, config.cache_max_gb, config.bad_feats, crops=True,
         )
         self._apply_short_policy()
         if not self.store.utts:
@@ -336,12 +349,10 @@ class TrainDataset(Dataset):
         i, start, frames = request
         utt = self.store.utts[i]
         try:
-            feats, _ = self.store.get(i)
+            crop = self.store.crop(i, start, frames)
         except FeatureReadError as e:
             return _Item(utt, None, self.store.labels[i], error=str(e))
-        # Lengths of uncached utterances are estimates: keep the crop inside the matrix.
-        start = max(0, min(start, len(feats) - frames))
-        return _Item(utt, feats[start : start + frames], self.store.labels[i])
+        return _Item(utt, crop, self.store.labels[i])
 
 
 class EvalDataset(Dataset):
@@ -536,8 +547,9 @@ def eval_batches(
 
 
 def _worker_init(_: int) -> None:
-    # Loader workers only read and copy; one thread each leaves the cores to the model.
-    torch.set_num_threads(1)
+    # Loader workers read, copy (and may run an encoder): one thread each leaves the
+    # cores to the model and to each other.
+    limit_threads(1)
 
 
 def make_train_loader(

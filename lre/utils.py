@@ -81,6 +81,22 @@ class LreError(Exception):
     """An error with a one-line message meant for the user (no stack trace is shown)."""
 
 
+def limit_threads(threads: int) -> None:
+    """Run this process's compute on ``threads`` threads: torch's and the BLAS/OpenMP
+    pools of numpy and the libraries it loaded (threadpoolctl). A job or loader worker that
+    is one of several must not spin idle BLAS threads on the cores of the others (numpy's
+    OpenBLAS does so by default, inside faster-whisper's log-mel: half of a Whisper job's
+    CPU time)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a scikit-learn dependency
+        return
+    threadpool_limits(threads)
+
+
 def error_cause(e: BaseException) -> str:
     """An exception's message on one line (its type's name when it has none)."""
     return " ".join(str(e).split()) or type(e).__name__

@@ -295,3 +295,100 @@ def test_segment_times_skip_silence_and_identify_equals_score(tmp_path):
         (s.start, s.end) for s in result.segments]
     for lang in LANGS:
         assert scored.posteriors[lang] == pytest.approx(result.posteriors[lang], abs=1e-4)
+
+
+def test_states_computed_on_read_train_and_score_as_stored_ones(tiny_wav2vec2, tmp_path):
+    """``--storage=none``: stage 1 stores the VAD only; readers encode the audio. Whole
+    utterances read back exactly what stored float32 states hold, a training crop is its
+    span of the audio encoded on its own, and a model trains and scores on it."""
+    from lre.data.datadir import DataDir, validate
+    from lre.dataset import LoaderConfig, TrainDataset
+    from lre.features.cmvn import CmvnOptions
+    from lre.features.reader import FeatureReader, FeatureReadError
+    from lre.models.geometry import SegmentGeometry
+    from lre.score import score_datadir
+    from lre.train import train
+
+    rng = np.random.default_rng(3)
+    wav_scp, utt2lang = {}, {}
+    for lang in LANGS[:2]:
+        for i in range(2):
+            utt = f"{lang}-{i}"
+            wave = (0.1 * rng.standard_normal(3 * SR)).astype(np.float32)
+            sf.write(tmp_path / f"{utt}.wav", wave, SR, subtype="FLOAT")
+            wav_scp[utt], utt2lang[utt] = str(tmp_path / f"{utt}.wav"), lang
+    stored_cfg = FeatureConfig(kind="transformers", encoder=EncoderOptions(
+        model=str(tiny_wav2vec2), window_seconds=1.0, storage="float32"),
+        cmvn=CmvnOptions(norm_means=False, norm_vars=False, sliding_cmn=False))
+    on_read_cfg = dataclasses.replace(stored_cfg, encoder=dataclasses.replace(
+        stored_cfg.encoder, storage="none"))
+    dirs = {}
+    for name, cfg in (("stored", stored_cfg), ("on_read", on_read_cfg)):
+        dirs[name] = tmp_path / name
+        DataDir(dirs[name], wav_scp=wav_scp, utt2lang=utt2lang,
+                utt2spk={u: u for u in wav_scp}).write()
+        compute_features(dirs[name], cfg, nj=1)
+    on_read = dirs["on_read"]
+    assert not (on_read / "feats.scp").exists() and validate(on_read) == []
+    for name in ("utt2num_frames",):
+        assert (on_read / name).read_text() == (dirs["stored"] / name).read_text()
+
+    stored, reader = FeatureReader(dirs["stored"]), FeatureReader(on_read)
+    assert sorted(reader.feats_scp) == sorted(wav_scp) and reader.feat_dim == 16
+    for utt in wav_scp:
+        want, want_index = stored.read(utt)
+        got, index = reader.read(utt)
+        np.testing.assert_array_equal(index, want_index)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    # A span on 1 s window boundaries (every state voiced here) is those states exactly.
+    utt = "de-0" if "de-0" in wav_scp else sorted(wav_scp)[0]
+    want, index = stored.read(utt)
+    assert len(index) == 150
+    np.testing.assert_allclose(reader.read_span(utt, 50, 50), want[50:100], atol=1e-5)
+    assert reader.read_span(utt, 140, 50).shape == (50, 16)  # moved back inside
+
+    # Training crops are read as spans ("auto" does not cache states computed on read).
+    geometry = SegmentGeometry(hop=50, span=55, frame_shift=0.02)
+    dataset = TrainDataset(on_read, {lang: i for i, lang in enumerate(LANGS[:2])},
+                           geometry, LoaderConfig())
+    assert not dataset.store.cached
+    item = dataset[(0, 20, 105)]
+    np.testing.assert_allclose(item.feats, reader.read_span(dataset.utts[0], 20, 105))
+
+    exp = tmp_path / "exp"
+    overrides = ["model.hidden1=8", "model.hidden2=8", "model.hidden3=8", "model.attention=4",
+                 "model.dense=8", "data.batch_size=2", "data.crop_min_seconds=2",
+                 "data.crop_max_seconds=2", "train.epochs=2", "train.progress=false",
+                 "train.threads=1"]
+    assert train(on_read, exp, dev_dir=on_read, model="hgru", overrides=overrides).finished
+    score_datadir(exp, on_read, tmp_path / "scored_on_read")
+    score_datadir(exp, dirs["stored"], tmp_path / "scored_stored")
+    a = (tmp_path / "scored_on_read" / "scores.tsv").read_text().splitlines()
+    b = (tmp_path / "scored_stored" / "scores.tsv").read_text().splitlines()
+    assert a[0] == b[0] and len(a) == len(b) == 5
+    for x, y in zip(a[1:], b[1:], strict=True):
+        assert x.split("\t")[0] == y.split("\t")[0]
+        np.testing.assert_allclose([float(v) for v in x.split("\t")[1:]],
+                                   [float(v) for v in y.split("\t")[1:]], atol=1e-4)
+
+    Path(wav_scp[utt]).unlink()
+    with pytest.raises(FeatureReadError, match=f"^{utt}: cannot read its audio"):
+        FeatureReader(on_read).read(utt)
+
+
+def test_storage_option_applies_to_encoder_states_only():
+    import argparse
+
+    from lre.features.stage import cli_features_args, config_from_args
+
+    parser = argparse.ArgumentParser()
+    cli_features_args(parser)
+    repo = Path(__file__).resolve().parents[1]
+    args = parser.parse_args(["data", "--feat-conf", str(repo / "features/whisper_base.conf"),
+                              "--storage", "none"])
+    cfg = config_from_args(args)
+    assert cfg.states_on_read and cfg.encoder.storage == "none"
+    args = parser.parse_args(["data", "--feat-conf", str(repo / "features/fbank.conf"),
+                              "--storage", "none"])
+    with pytest.raises(LreError, match="only encoder states have a storage choice"):
+        config_from_args(args)

@@ -660,7 +660,7 @@ def validate(path: PathLike, check_audio: bool = True) -> list[Problem]:
                                    ("lang2utt", "utt2lang", "language")):
         if inverse in scans and forward in scans:
             _check_inverse(scans[inverse], scans[forward], what, problems)
-    _check_features(scans, problems)
+    _check_features(d, scans, problems)
     order = {name: i for i, name in enumerate(FILE_CHECKS)}
     problems.sort(key=lambda p: (order.get(Path(p.file).name, len(order)), p.file, p.line or 0))
     return problems
@@ -759,11 +759,25 @@ def _check_inverse(inverse: _Scan, forward: _Scan, what: str, problems: list[Pro
                                 f"{what} '{label}' has no entry in {inverse.name}"))
 
 
-def _check_features(scans: Mapping[str, _Scan], problems: list[Problem]) -> None:
+def _states_on_read(d: Path) -> bool:
+    """The feature stage stored only the VAD: encoder states are computed when read."""
+    from lre.features.reader import FEATS_CONFIG, load_feats_config
+
+    if not (d / FEATS_CONFIG).is_file():
+        return False
+    try:
+        return load_feats_config(d / FEATS_CONFIG).states_on_read
+    except LreError:
+        return False  # an unreadable config is not this check's problem
+
+
+def _check_features(d: Path, scans: Mapping[str, _Scan], problems: list[Problem]) -> None:
     feats = scans.get("feats.scp")
+    if feats is None and _states_on_read(d):
+        feats = scans.get("vad.scp")  # the utterances that have features
     for name in ("vad.scp", "utt2num_frames"):
         other = scans.get(name)
-        if other is None:
+        if other is None or other is feats:
             continue
         if feats is None:
             problems.append(Problem(str(other.path), None, "present without feats.scp"))
@@ -773,7 +787,7 @@ def _check_features(scans: Mapping[str, _Scan], problems: list[Problem]) -> None
                                     f"utterance '{utt}' has no entry in {name}"))
         for utt in c_sorted(other.keys - feats.keys):
             problems.append(Problem(str(other.path), other.line_of(utt),
-                                    f"utterance '{utt}' has no entry in feats.scp"))
+                                    f"utterance '{utt}' has no entry in {feats.path.name}"))
     for name in ("feats.scp", "vad.scp"):
         scan = scans.get(name)
         if scan is None:

@@ -84,6 +84,11 @@ class FeatureConfig:
         return self.kind in ENCODER_KINDS
 
     @property
+    def states_on_read(self) -> bool:
+        """Encoder states that are not stored: readers compute them from the audio."""
+        return self.is_encoder and self.encoder.storage == "none"
+
+    @property
     def feat_dim(self) -> int:
         """Columns of the stored feature matrix (an encoder's: known once it is loaded)."""
         if self.is_encoder:

@@ -58,22 +58,47 @@ def num_frames(config: FeatureConfig, num_samples: int) -> int:
 
 
 def _encoder_blocks(
-    read: Callable[[int, int], np.ndarray], num_samples: int, config: FeatureConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`extract_blocks` for an encoder: one encoder window per read."""
-    enc = encoders.load_encoder(config.kind, config.encoder)
+    read: Callable[[int, int], np.ndarray], num_samples: int, config: FeatureConfig,
+    states: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """:func:`extract_blocks` for an encoder: one encoder window per read. Without
+    ``states`` only the VAD is computed (no encoder pass) and the states are None."""
+    enc = encoders.load_encoder(config.kind, config.encoder) if states else None
     size = config.encoder.window_samples
     feats, energy = [], []
     for start in encoders.window_starts(num_samples, config.encoder):
         wave = read(start, min(start + size, num_samples))
-        f, e = encoders.encode_window(enc, wave)
-        feats.append(f)
+        if enc is not None:
+            f, e = encoders.encode_window(enc, wave)
+            feats.append(f)
+        else:
+            e = encoders.state_log_energy(wave)
         energy.append(e)
         if len(wave) < min(size, num_samples - start):
             break  # the recording ends early
+    vad = energy_vad(np.concatenate(energy), config.vad) if energy else np.zeros(0, bool)
+    if enc is None:
+        return None, vad
     if not feats:
-        return np.zeros((0, enc.dim), np.float32), np.zeros(0, bool)
-    return np.concatenate(feats), energy_vad(np.concatenate(energy), config.vad)
+        return np.zeros((0, enc.dim), np.float32), vad
+    return np.concatenate(feats), vad
+
+
+def encoder_vad(wave: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """``(frames,)`` bool: the VAD :func:`extract` gives for an encoder front end, without
+    running the encoder (the stage's work when the states are computed on read)."""
+    wave = np.asarray(wave, dtype=np.float32)
+    return _encoder_blocks(lambda a, b: wave[a:b], len(wave), config, states=False)[1]
+
+
+def encode_span(wave: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """``(num_states(len(wave)), dim)`` states of a piece of a recording encoded on its own
+    (at most one encoder window): a training crop read from audio."""
+    enc = encoders.load_encoder(config.kind, config.encoder)
+    if len(wave) > config.encoder.window_samples:
+        raise LreError(f"a span of {len(wave)} samples is longer than one encoder window "
+                       f"({config.encoder.window_samples})")
+    return encoders.encode_window(enc, np.asarray(wave, dtype=np.float32))[0]
 
 
 def extract_blocks(

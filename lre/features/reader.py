@@ -49,23 +49,69 @@ def load_feats_config(path: str | os.PathLike) -> FeatureConfig:
         raise LreError(f"{path}: not a feature config: {e}") from None
 
 
+class _StatesOnRead:
+    """Encoder states of a data dir whose stage 1 stored only the VAD
+    (``--storage=none``): each read decodes the utterance's audio (``wav.scp``,
+    ``segments``) and runs the encoder of the data dir's ``feats_config.json``."""
+
+    def __init__(self, data_dir: Path, config: FeatureConfig, utts: Sequence[str]) -> None:
+        from lre.data.datadir import DataDir
+
+        self.config = config
+        self.datadir = DataDir.load(data_dir)
+        self.table = {utt: self.datadir.audio_spec(utt)[0] for utt in utts}
+
+    def wave(self, utt: str) -> np.ndarray:
+        from lre.data.datadir import load_utterance
+
+        try:
+            return load_utterance(self.datadir, utt, self.config.sample_rate, min_seconds=0.0)
+        except LreError as e:
+            raise FeatureReadError(f"{utt}: cannot read its audio: {e}") from None
+
+    def states(self, utt: str, first: int = 0, stop: int | None = None) -> np.ndarray:
+        """States ``[first, stop)`` of ``utt`` (``(stop - first, dim)``): the whole
+        utterance exactly as stage 1 would store it, or a span encoded on its own."""
+        from lre.features.encoders import STATE_SAMPLES
+        from lre.features.pipeline import extract
+
+        wave = self.wave(utt)
+        if first or stop is not None:
+            wave = wave[first * STATE_SAMPLES: None if stop is None else stop * STATE_SAMPLES]
+        states, _ = extract(wave, self.config)
+        want = None if stop is None else stop - first
+        if want is not None and len(states) != want:
+            raise FeatureReadError(f"{utt}: states {first}-{stop} of its audio gave "
+                                   f"{len(states)} states")
+        return states
+
+
 class FeatureReader:
     """Post-processed features of one data dir's utterances, by utterance id.
 
     Reads ``feats.scp`` (+ ``vad.scp``) and, unless ``feature_config`` is given,
     ``feats_config.json``. Without either (features from another tool) the matrices are used
-    as they are, after voiced-frame selection when ``vad.scp`` exists.
+    as they are, after voiced-frame selection when ``vad.scp`` exists. A data dir whose
+    encoder states are computed on read (``feats_config.json`` with storage ``none``, no
+    ``feats.scp``) has its states encoded from the audio by every read; ``feats_scp`` then
+    maps each utterance of ``vad.scp`` to its audio.
     """
 
     def __init__(self, data_dir: str | os.PathLike,
                  feature_config: FeatureConfig | None = None) -> None:
         self.data_dir = Path(data_dir)
         feats_scp = self.data_dir / "feats.scp"
-        if not feats_scp.is_file():
-            raise LreError(f"{feats_scp}: not found (compute features first: lre features)")
-        self.feats_scp = read_table(feats_scp)
         vad_scp = self.data_dir / "vad.scp"
         self.vad_scp = read_table(vad_scp) if vad_scp.is_file() else None
+        self.on_read: _StatesOnRead | None = None
+        own = None if feats_scp.is_file() else self.data_dir_config()
+        if own is not None and own.states_on_read and self.vad_scp is not None:
+            self.on_read = _StatesOnRead(self.data_dir, own, list(self.vad_scp))
+            self.feats_scp = self.on_read.table
+        elif not feats_scp.is_file():
+            raise LreError(f"{feats_scp}: not found (compute features first: lre features)")
+        else:
+            self.feats_scp = read_table(feats_scp)
         self.feature_config = feature_config
         if feature_config is None:
             self.feature_config = self.data_dir_config()
@@ -102,8 +148,9 @@ class FeatureReader:
         """``utt -> message`` for utterances whose ark file does not exist."""
         exists: dict[str, bool] = {}
         bad = {}
+        tables = [self.vad_scp or {}] if self.on_read else [self.feats_scp, self.vad_scp or {}]
         for utt in utts:
-            for table in (self.feats_scp, self.vad_scp or {}):
+            for table in tables:
                 if utt not in table:
                     continue
                 ark = _ark_of(table[utt])
@@ -136,8 +183,11 @@ class FeatureReader:
         checked for shape, finite values and matching lengths."""
         if utt not in self.feats_scp:
             raise FeatureReadError(f"{utt}: no entry in feats.scp")
-        feats = self._load(utt, self.feats_scp, "features")
-        ark = _ark_of(self.feats_scp[utt])
+        if self.on_read is not None:
+            feats, ark = self.on_read.states(utt), self.feats_scp[utt]
+        else:
+            feats = self._load(utt, self.feats_scp, "features")
+            ark = _ark_of(self.feats_scp[utt])
         if feats.ndim != 2 or feats.shape[0] == 0:
             raise FeatureReadError(
                 f"{utt}: features in {ark} have shape {feats.shape}, expected (frames, dim)"
@@ -160,6 +210,27 @@ class FeatureReader:
         index = np.flatnonzero(vad) if vad is not None else np.arange(len(feats))
         return (np.ascontiguousarray(feats[index], dtype=np.float32),
                 np.asarray(index, dtype=np.int64))
+
+    def read_span(self, utt: str, start: int, frames: int) -> np.ndarray:
+        """``(frames, feat_dim)``: post-processed frames ``[start, start + frames)`` (counted
+        after VAD) of ``utt``, moved back to fit when the utterance is shorter. States
+        computed on read are encoded for that span of the audio only (CMVN, when on, is
+        then over the span)."""
+        if self.on_read is None:
+            feats, _ = self.read(utt)
+            start = max(0, min(start, len(feats) - frames))
+            return feats[start: start + frames]
+        vad = self.raw_vad(utt)
+        index = np.flatnonzero(vad)
+        start = max(0, min(start, len(index) - frames))
+        kept = index[start: start + frames]
+        if len(kept) == 0:
+            raise FeatureReadError(f"{utt}: no voiced frames")
+        first, stop = int(kept[0]), int(kept[-1]) + 1
+        states = self.on_read.states(utt, first, stop)
+        if self.feature_config is None:  # pragma: no cover - on-read dirs have a config
+            return states[vad[first:stop]]
+        return postprocess(states, vad[first:stop], self.feature_config)[0]
 
     def length_estimate(self, utt: str) -> int:
         """Frames left after VAD without reading the feature matrix (voiced frames in vad.scp,

@@ -24,14 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import kaldiio
 import numpy as np
-import torch
 
 from lre.data.tables import c_sorted, read_table, write_table
 from lre.features.cmvn import KALDI_CMVN_DEFAULTS
 from lre.features.config import FeatureConfig, apply_conf, read_conf
-from lre.features.pipeline import extract, num_frames, utterance_seed
+from lre.features.pipeline import encoder_vad, extract, num_frames, utterance_seed
 from lre.features.vad import KALDI_VAD_DEFAULTS
-from lre.utils import LreError, atomic_write_text
+from lre.utils import LreError, atomic_write_text, limit_threads
 
 if TYPE_CHECKING:
     from lre.data.datadir import DataDir
@@ -125,7 +124,7 @@ def run_job(
     """
     from lre.data.datadir import DataDir
 
-    torch.set_num_threads(1)  # jobs are the unit of parallelism, as in Kaldi
+    limit_threads(1)  # jobs are the unit of parallelism, as in Kaldi
     start_wall, start_cpu = time.time(), time.process_time()
     feat_dir = Path(feat_dir).absolute()
     feat_dir.mkdir(parents=True, exist_ok=True)
@@ -177,6 +176,8 @@ def _write_job_arks(
     num_utts = len(dd.utts)
     # Kaldi's compressed matrices (kSpeechFeature, 1 byte a value) for large encoder states.
     compression = 2 if config.is_encoder and config.encoder.storage == "compressed" else None
+    # States computed when read: the job stores the VAD only (and an empty feature ark).
+    on_read = config.states_on_read
     with open(feats_tmp, "wb") as fark, open(vad_tmp, "wb") as vark:
         for n, (utt, wave) in enumerate(
             # Any length is read; shorter than one frame is rejected below, by name.
@@ -190,16 +191,20 @@ def _write_job_arks(
             if num_frames(config, len(wave)) == 0:
                 tally.skip(utt, f"shorter than one frame ({len(wave)} samples)")
                 continue
-            feats, vad = extract(wave, config, seed=utterance_seed(utt))
+            if on_read:
+                feats, vad = None, encoder_vad(wave, config)
+            else:
+                feats, vad = extract(wave, config, seed=utterance_seed(utt))
             if not vad.any():
                 tally.skip(utt, f"no voiced frame after energy VAD ({len(vad)} frames)")
                 continue
             head = len(utt.encode("utf-8")) + 1  # kaldiio writes "<utt> " first
-            tally.feats_lines.append(_scp_line(utt, paths.feats_ark, fark.tell() + head))
-            kaldiio.save_ark(fark, {utt: feats}, compression_method=compression)
+            if feats is not None:
+                tally.feats_lines.append(_scp_line(utt, paths.feats_ark, fark.tell() + head))
+                kaldiio.save_ark(fark, {utt: feats}, compression_method=compression)
             tally.vad_lines.append(_scp_line(utt, paths.vad_ark, vark.tell() + head))
             kaldiio.save_ark(vark, {utt: vad.astype(np.float32)})
-            tally.num_frames[utt] = len(feats)
+            tally.num_frames[utt] = len(vad)
             if n % 500 == 0:
                 logger.info("job %d: %d of %d utterances", paths.index, n, num_utts)
         fark.flush()
@@ -448,20 +453,22 @@ def _merge_job_outputs(
         frames.update(manifests[i]["num_frames"])
         report.failed.update(manifests[i]["failed"])
         report.audio_seconds += float(manifests[i].get("audio_seconds", 0.0))
-    if set(feats) != set(frames) or set(vads) != set(frames):
+    on_read = plan.config.states_on_read
+    if (set(feats) != (set() if on_read else set(frames))) or set(vads) != set(frames):
         raise LreError(f"{plan.feat_dir}: job outputs of {plan.name} disagree (scp vs "
                        f"manifest); re-run with --force")
     data_dir = plan.data_dir
     failed_path = data_dir / "feats_failed"
     failed_path.unlink(missing_ok=True)
     _concurrently([
-        lambda: write_table(data_dir / "feats.scp", feats),
+        # States computed on read: no feats.scp (the readers encode wav.scp's audio).
+        lambda: None if on_read else write_table(data_dir / "feats.scp", feats),
         lambda: write_table(data_dir / "vad.scp", vads),
         lambda: write_table(data_dir / "utt2num_frames", frames),
         lambda: write_table(failed_path, report.failed) if report.failed else None,
         lambda: atomic_write_text(data_dir / "feats_config.json", plan.config_text),
     ])
-    report.num_done = len(feats)
+    report.num_done = len(frames)
 
 
 def _check_failures(plan: _StagePlan, report: FeatureReport, max_fail_share: float) -> None:
@@ -518,8 +525,15 @@ def config_from_args(args: argparse.Namespace) -> FeatureConfig:
             cfg = dataclasses.replace(cfg, vad=vad, cmvn=cmvn)
         return cfg
     kind = args.feature_type if args.feature_type_given else None
-    return FeatureConfig.from_files(args.feat_conf, args.vad_conf, args.cmvn_conf,
-                                    args.sdc_conf, kind=kind)
+    cfg = FeatureConfig.from_files(args.feat_conf, args.vad_conf, args.cmvn_conf,
+                                   args.sdc_conf, kind=kind)
+    if getattr(args, "storage", None):
+        if not cfg.is_encoder:
+            raise LreError(f"--storage={args.storage}: only encoder states have a storage "
+                           f"choice; {args.feat_conf} is {cfg.kind}")
+        cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder,
+                                                                   storage=args.storage))
+    return cfg
 
 
 class _TypeAction(argparse.Action):
@@ -544,6 +558,9 @@ def cli_features_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cmvn-conf", default=None, help="CMVN conf (features/cmvn.conf)")
     parser.add_argument("--sdc-conf", default=None,
                         help="add-deltas-sdc conf (features/sdc.conf); implies mfcc_sdc")
+    parser.add_argument("--storage", default=None, choices=["float32", "compressed", "none"],
+                        help="encoder states: override the conf's --storage (none: store the "
+                             "VAD only and encode the audio whenever it is read)")
     parser.add_argument("--nj", type=int, default=1, help="parallel jobs")
     parser.add_argument("--cmd", default="",
                         help="job runner: empty = local; a prefix such as 'srun -n1'; or a "

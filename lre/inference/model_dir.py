@@ -67,7 +67,9 @@ def check_feats_compatible(model_cfg: Any, data_cfg: Any, data_name: str) -> Non
                 f"{attr}={a!r}; recompute them with the model's feats_config.json"
             )
     md, dd = _flatten(model_cfg.to_dict()), _flatten(data_cfg.to_dict())
-    diff = sorted(k for k in md.keys() | dd.keys() if md.get(k) != dd.get(k))
+    # How the states are kept (compressed, float32, computed on read) is not what they are.
+    diff = sorted(k for k in md.keys() | dd.keys()
+                  if md.get(k) != dd.get(k) and k != "encoder.storage")
     if diff:
         logger.warning("%s: feature options differ from the model's: %s", data_name,
                        ", ".join(diff))

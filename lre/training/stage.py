@@ -22,6 +22,7 @@ import yaml
 
 from lre.dataset import make_eval_loader, make_train_loader
 from lre.features.reader import FeatureReader
+from lre.inference.model_dir import check_feats_compatible
 from lre.models.geometry import SegmentGeometry
 from lre.training.checkpoint import (
     check_resume_config,
@@ -33,7 +34,7 @@ from lre.training.config import TrainingConfig, resolve_config
 from lre.training.distributed import Dist
 from lre.training.loop import Progress, TrainingRun, plot_training_curves, run_epochs
 from lre.training.optim import make_optimizer, make_scheduler
-from lre.utils import LreError, atomic_write_text, seed_everything
+from lre.utils import LreError, atomic_write_text, limit_threads, seed_everything
 
 __all__ = ["TrainResult", "log_to_file", "run_training"]
 
@@ -101,12 +102,10 @@ def _languages(data_dir: Path) -> tuple[list[str], dict[str, str]]:
     """Languages of the utterances that have features, C-sorted, and the utt2lang map."""
     from lre.data.tables import c_sorted, read_table
 
-    for name in ("utt2lang", "feats.scp"):
-        if not (data_dir / name).is_file():
-            hint = " (compute features first: lre features)" if name == "feats.scp" else ""
-            raise LreError(f"{data_dir / name}: not found{hint}")
+    if not (data_dir / "utt2lang").is_file():
+        raise LreError(f"{data_dir / 'utt2lang'}: not found")
     utt2lang = read_table(data_dir / "utt2lang")
-    feats = read_table(data_dir / "feats.scp")
+    feats = FeatureReader(data_dir).feats_scp  # names feats.scp when there are no features
     return c_sorted({lang for utt, lang in utt2lang.items() if utt in feats}), utt2lang
 
 
@@ -136,9 +135,8 @@ def _check_dev_features(dev: Path, train: FeatureReader) -> None:
     if reader.feat_dim != train.feat_dim:
         raise LreError(f"{dev / 'feats.scp'}: {reader.feat_dim}-dim features, but the training "
                        f"features are {train.feat_dim}-dim")
-    if (reader.feature_config is not None and train.feature_config is not None
-            and reader.feature_config != train.feature_config):
-        logger.warning("%s: feats_config.json differs from the training data's", dev)
+    if reader.feature_config is not None and train.feature_config is not None:
+        check_feats_compatible(train.feature_config, reader.feature_config, str(dev))
 
 
 def _use_bf16(dist: Dist, precision: str) -> bool:
@@ -343,7 +341,7 @@ def run_training(
     cfg, checkpoint = _config_and_checkpoint(exp, model_name, config, overrides, resume, seed)
     threads = cfg["train"]["threads"]
     if threads:
-        torch.set_num_threads(threads)
+        limit_threads(threads)
     langs = _training_languages(train_dir, dev_dir, checkpoint)
     run = _build_run(cfg, exp, train_dir, dev_dir, langs, dist)
     if checkpoint is not None:

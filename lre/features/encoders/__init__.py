@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,7 +33,7 @@ ENCODER_KINDS = ("whisper", "transformers")
 STATE_SAMPLES = 320
 SAMPLE_RATE = 16000
 COMPUTE_TYPES = ("auto", "int8", "int8_float32", "int8_float16", "float16", "float32")
-STORAGE = ("float32", "compressed")
+STORAGE = ("float32", "compressed", "none")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,9 @@ class EncoderOptions:
     embeddings; transformers only) or several joined by ``,`` or a range ``a-b``, whose mean
     is taken. ``pad_to_window``: pad every window to ``window_seconds`` before encoding (as
     Whisper's decoder expects) instead of encoding only the audio there is.
-    ``storage``: ``float32`` or Kaldi's ``compressed`` matrices (1 byte per value).
+    ``storage``: ``float32`` or Kaldi's ``compressed`` matrices (1 byte per value), or
+    ``none``: stage 1 stores only the VAD and the readers encode the audio of ``wav.scp``
+    when they read an utterance (for corpora whose states would not fit on disk).
     ``sha256`` and ``dim`` are filled in when the encoder is loaded and recorded in
     ``feats_config.json``: a model dir's features and a later identify use the same weights.
     """
@@ -158,7 +161,9 @@ _CACHE: dict[tuple, SpeechEncoder] = {}
 def load_encoder(kind: str, options: EncoderOptions) -> SpeechEncoder:
     """The encoder of ``options``, loaded once per process (and checked against its
     recorded checksum, when there is one)."""
-    key = (kind, options.model, options.layer, options.compute_type, options.device,
+    # A model loaded before a fork (a loader worker) is not used by the child: the key
+    # holds the process id.
+    key = (os.getpid(), kind, options.model, options.layer, options.compute_type, options.device,
            options.threads, options.pad_to_window, options.window_seconds)
     enc = _CACHE.get(key)
     if enc is None:
