@@ -91,16 +91,6 @@ def encoder_vad(wave: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return _encoder_blocks(lambda a, b: wave[a:b], len(wave), config, states=False)[1]
 
 
-def encode_span(wave: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """``(num_states(len(wave)), dim)`` states of a piece of a recording encoded on its own
-    (at most one encoder window): a training crop read from audio."""
-    enc = encoders.load_encoder(config.kind, config.encoder)
-    if len(wave) > config.encoder.window_samples:
-        raise LreError(f"a span of {len(wave)} samples is longer than one encoder window "
-                       f"({config.encoder.window_samples})")
-    return encoders.encode_window(enc, np.asarray(wave, dtype=np.float32))[0]
-
-
 def extract_blocks(
     read: Callable[[int, int], np.ndarray],
     num_samples: int,
