@@ -7,6 +7,8 @@
 #   bench/hgru_variants.sh                                   # every variant below
 #   bench/hgru_variants.sh --variants "base stats" --exp-dir exp_variants
 #   bench/hgru_variants.sh --epochs 20                       # a shorter budget for all
+#   bench/hgru_variants.sh --front-end whisper-base --train-augment-opts none \
+#       --data-dir data --exp-dir exp_variants_whisper       # on encoder states, clean train
 #
 # A variant is "name:key=value,key=value" (keys of `lre train --set`); a variant whose
 # model dir already has final.pt is only re-scored.
@@ -43,6 +45,8 @@ recipe=synth
 data_dir=data
 exp_dir=exp_variants
 epochs=
+front_end=fbank
+train_augment_opts=
 while [ $# -gt 0 ]; do
   case "$1" in
     --variants) variants=$2; shift 2 ;;
@@ -50,7 +54,9 @@ while [ $# -gt 0 ]; do
     --data-dir) data_dir=$2; shift 2 ;;
     --exp-dir) exp_dir=$2; shift 2 ;;
     --epochs) epochs=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --front-end) front_end=$2; shift 2 ;;
+    --train-augment-opts) train_augment_opts=$2; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "hgru_variants.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -58,9 +64,16 @@ py=${LRE_VENV:-$root/.venv}/bin/python
 lre=${LRE_VENV:-$root/.venv}/bin/lre
 log() { echo "$(date '+%F %T') [hgru_variants] $*" >&2; }
 
-if [ ! -s "$data_dir/dev/feats.scp" ]; then
-  log "stages 0-1 (data and features) into $data_dir"
-  ./run.sh --recipe "$recipe" --data-dir "$data_dir" --stop-stage 1
+# run.sh names a front end's data dirs and models with its suffix (data_whisper_base,
+# hgru_whisper_base); the recipe's config for the front end is used.
+suffix=
+[ "$front_end" = fbank ] || suffix=_${front_end//-/_}
+run_opts=(--recipe "$recipe" --data-dir "$data_dir" --front-end "$front_end")
+[ -n "$train_augment_opts" ] && run_opts+=(--train-augment-opts "$train_augment_opts")
+feat_data=$data_dir$suffix
+if [ ! -s "$feat_data/dev/feats_config.json" ]; then
+  log "stages 0-1 (data and features) into $feat_data"
+  ./run.sh "${run_opts[@]}" --stop-stage 1
 fi
 
 mkdir -p "$exp_dir"
@@ -72,21 +85,22 @@ for spec in "${all_variants[@]}"; do
   dir=$exp_dir/$name
   overrides=${sets//,/ }
   [ -n "$epochs" ] && overrides="$overrides train.epochs=$epochs"
-  if [ ! -s "$dir/hgru/final.pt" ]; then
+  model_dir=$dir/hgru$suffix
+  if [ ! -s "$model_dir/final.pt" ]; then
     log "$name: training (${overrides:-recipe defaults})"
-    ./run.sh --recipe "$recipe" --data-dir "$data_dir" --exp-dir "$dir" --model hgru \
-      --stage 2 --stop-stage 2 ${overrides:+--train-opts "--set $overrides"} \
+    ./run.sh "${run_opts[@]}" --exp-dir "$dir" --model hgru --stage 2 \
+      --stop-stage 2 ${overrides:+--train-opts "--set $overrides"} \
       > "$dir.log" 2>&1 || { log "$name failed: see $dir.log"; continue; }
   fi
   for s in dev test; do
-    "$lre" score --model-dir "$dir/hgru" --data "$data_dir/$s" --out "$dir/hgru/$s" \
-      > "$dir/hgru/log/score_$s.log" 2>&1
-    "$lre" evaluate --scores-dir "$dir/hgru/$s" --data "$data_dir/$s" \
-      > "$dir/hgru/log/evaluate_$s.log" 2>&1
+    "$lre" score --model-dir "$model_dir" --data "$feat_data/$s" --out "$model_dir/$s" \
+      > "$model_dir/log/score_$s.log" 2>&1
+    "$lre" evaluate --scores-dir "$model_dir/$s" --data "$feat_data/$s" \
+      > "$model_dir/log/evaluate_$s.log" 2>&1
   done
-  echo "$name" > "$dir/hgru/variant"
-  echo "$overrides" >> "$dir/hgru/variant"
-  dirs+=("$dir/hgru")
+  echo "$name" > "$model_dir/variant"
+  echo "$overrides" >> "$model_dir/variant"
+  dirs+=("$model_dir")
 done
 [ ${#dirs[@]} -gt 0 ] || { log "no variant finished"; exit 1; }
 "$py" bench/compare_models.py ablation --out "$exp_dir/ablation.md" "${dirs[@]}"
