@@ -67,7 +67,8 @@ class _StatesOnRead:
         try:
             return load_utterance(self.datadir, utt, self.config.sample_rate, min_seconds=0.0)
         except LreError as e:
-            raise FeatureReadError(f"{utt}: cannot read its audio: {e}") from None
+            why = str(e).removeprefix(f"{utt}: ")  # the audio error names the utterance too
+            raise FeatureReadError(f"{utt}: cannot read its audio: {why}") from None
 
     def states(self, utt: str, first: int = 0, stop: int | None = None) -> np.ndarray:
         """States ``[first, stop)`` of ``utt`` (``(stop - first, dim)``): the whole
