@@ -10,14 +10,17 @@
 #   bench/hgru_variants.sh --front-end whisper-base --train-augment-opts none \
 #       --data-dir data --exp-dir exp_variants_whisper       # on encoder states, clean train
 #
-# A variant is "name:key=value,key=value" (keys of `lre train --set`); a variant whose
-# model dir already has final.pt is only re-scored.
+# A variant is "name:key=value,key=value" (keys of `lre train --set`) over the recipe as it
+# is now; a variant whose model dir already has final.pt is only re-scored. "nofront" is the
+# recipe without its convolutional front (36 epochs), on which conv2_stats ... heads4 were
+# measured: add model.front=none,train.epochs=36 to them to repeat those figures.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 all_variants=(
   "base:"
+  "nofront:model.front=none,train.epochs=36"
   "conv2_stats:model.front=conv,model.front_stride=2,model.pooling=stats"
   "conv2_stats_norm:model.front=conv,model.front_stride=2,model.pooling=stats,model.layer_norm=true"
   "conv2:model.front=conv,model.front_stride=2"
@@ -39,6 +42,14 @@ all_variants=(
   "bi1_32:model.window_bidirectional=true,model.hidden1=32"
   "bi1_48:model.window_bidirectional=true,model.hidden1=48"
   "heads4:model.attention_heads=4"
+  "convln1:model.front=conv,model.front_stride=2,model.front_channels=128,model.front_norm=layer"
+  "convln2:model.front=conv,model.front_stride=2,model.front_layers=2,model.front_channels=128,model.front_norm=layer"
+  "convln2_e18:model.front=conv,model.front_stride=2,model.front_layers=2,model.front_channels=128,model.front_norm=layer,train.epochs=18"
+  "convln2_64_e24:model.front=conv,model.front_stride=2,model.front_layers=2,model.front_channels=64,model.front_norm=layer,train.epochs=24"
+  "convln3_e16:model.front=conv,model.front_stride=2,model.front_layers=3,model.front_channels=128,model.front_norm=layer,train.epochs=16"
+  "convln2s1:model.front=conv,model.front_layers=2,model.front_channels=128,model.front_norm=layer"
+  "convln3_64_e20:model.front=conv,model.front_stride=2,model.front_layers=3,model.front_channels=64,model.front_norm=layer,train.epochs=20"
+  "convln2_96_e20:model.front=conv,model.front_stride=2,model.front_layers=2,model.front_channels=96,model.front_norm=layer,train.epochs=20"
 )
 variants=
 recipe=synth

@@ -372,7 +372,8 @@ def test_states_computed_on_read_train_and_score_as_stored_ones(tiny_wav2vec2, t
                                    [float(v) for v in y.split("\t")[1:]], atol=1e-4)
 
     Path(wav_scp[utt]).unlink()
-    with pytest.raises(FeatureReadError, match=f"^{utt}: cannot read its audio: audio file not found: "):
+    expected = f"^{utt}: cannot read its audio: audio file not found: "
+    with pytest.raises(FeatureReadError, match=expected):
         FeatureReader(on_read).read(utt)
 
 

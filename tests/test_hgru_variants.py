@@ -20,6 +20,8 @@ VARIANTS = {
     "conv1": {"front": "conv", "front_channels": 7, "front_kernel": 3},
     "conv2": {"front": "conv", "front_channels": 7, "front_kernel": 5, "front_stride": 2},
     "deep": {"front": "conv", "front_layers": 3, "front_channels": 7, "front_stride": 2},
+    "deepnorm": {"front": "conv", "front_layers": 2, "front_channels": 7, "front_stride": 2,
+                 "front_norm": "layer"},
     "norm": {"layer_norm": True},
     "bi1": {"window_bidirectional": True},
     "winmean": {"window_pooling": "mean"},
@@ -135,8 +137,10 @@ def loop_segment_vectors(model: HGRU, x: torch.Tensor, lengths: torch.Tensor
     for b, n in enumerate(lengths.tolist()):
         utt = torch.zeros(1, x.shape[1] + 1000, D)
         utt[0, :n] = x[b, :n]
-        for conv in model.front or []:
+        for i, conv in enumerate(model.front or []):
             utt = torch.relu(conv(utt.transpose(1, 2))).transpose(1, 2)
+            if model.front_norms is not None:
+                utt = model.front_norms[i](utt)
             utt[:, -(-n // stride):] = 0
         vecs = []
         for k in range(int(model.segment_counts(torch.tensor([n]))[0])):
@@ -250,6 +254,7 @@ def test_onnx_export_matches_torch(tmp_path, variant, impl):
     ({"window_pooling": "max"}, "window_pooling must be one of last, mean, stats"),
     ({"attention_heads": 0}, "attention_heads must be at least 1"),
     ({"front": "conv", "front_kernel": 4}, "front_kernel must be odd"),
+    ({"front": "conv", "front_norm": "batch"}, "front_norm must be one of none, layer"),
     ({"front": "conv", "front_stride": 3}, "must be multiples of front_stride"),
 ])
 def test_bad_variant_config(config, message):

@@ -15,7 +15,8 @@ hierarchical gated recurrent unit models", ICASSP 2019. With the default geometr
 Variants (config keys, all off by default in ``HGRU.DEFAULTS``):
 
 - ``front="conv"``: ``front_layers`` 1-D convolutions over frames (``front_channels``,
-  ``front_kernel``; ReLU; the first with ``front_stride``) before level 1. With stride ``s``
+  ``front_kernel``; ReLU, then a per-frame layer norm over the channels when
+  ``front_norm="layer"``; the first with ``front_stride``) before level 1. With stride ``s``
   level 1 runs over every ``s``-th convolved frame (windows of ``window / s`` steps): half
   the recurrent steps at ``s = 2``.
   Window, shift and segments stay counted in input frames.
@@ -80,9 +81,10 @@ class HGRU(LidModel):
         attention: size of the attention projection ``W``.
         dense: size of the ReLU layer before the output layer.
         dropout: dropout on window vectors, segment vectors and the dense layer.
-        front, front_layers, front_channels, front_kernel, front_stride: optional
-            convolutional front (``"none"`` or ``"conv"``); ``window`` and ``window_shift``
-            must be multiples of ``front_stride``.
+        front, front_layers, front_channels, front_kernel, front_stride, front_norm:
+            optional convolutional front (``"none"`` or ``"conv"``; ``front_norm``
+            ``"none"`` or ``"layer"``); ``window`` and ``window_shift`` must be multiples of
+            ``front_stride``.
         pooling: ``"attention"`` (weighted mean) or ``"stats"`` (weighted mean and std).
         attention_heads: heads of the attention over segments (their pooled vectors side by
             side; a segment's attention is the mean of its heads' weights).
@@ -115,6 +117,7 @@ class HGRU(LidModel):
         "front_channels": 64,
         "front_kernel": 5,
         "front_stride": 1,
+        "front_norm": "none",
         "pooling": "attention",
         "layer_norm": False,
         "window_pooling": "last",
@@ -124,6 +127,7 @@ class HGRU(LidModel):
         "attention_heads": 1,
     }
     FRONTS: ClassVar[tuple[str, ...]] = ("none", "conv")
+    FRONT_NORMS: ClassVar[tuple[str, ...]] = ("none", "layer")
     POOLINGS: ClassVar[tuple[str, ...]] = ("attention", "stats")
     SEGMENT_POOLINGS: ClassVar[tuple[str, ...]] = ("last", "mean", "stats")
     WINDOW_POOLINGS: ClassVar[tuple[str, ...]] = WindowGRU.POOLINGS
@@ -156,12 +160,17 @@ class HGRU(LidModel):
         stride = c["front_stride"] if c["front"] == "conv" else 1
         self.front_stride = stride
         self.front: nn.ModuleList | None = None
+        self.front_norms: nn.ModuleList | None = None
         level1_in = feat_dim
         if c["front"] == "conv":
             width, k = c["front_channels"], c["front_kernel"]
             self.front = nn.ModuleList(
                 nn.Conv1d(feat_dim if i == 0 else width, width, k, stride=stride if i == 0
                           else 1, padding=k // 2) for i in range(c["front_layers"]))
+            if c["front_norm"] == "layer":
+                # per frame, so that an utterance's front never depends on its batch
+                self.front_norms = nn.ModuleList(nn.LayerNorm(width)
+                                                 for _ in range(c["front_layers"]))
             level1_in = width
         level1 = (level1_in, c["hidden1"], self.window // stride, self.window_shift // stride,
                   c["window_pooling"])
@@ -199,6 +208,9 @@ class HGRU(LidModel):
         require(self.name, c["window_pooling"] in self.WINDOW_POOLINGS,
                 f"window_pooling must be one of {', '.join(self.WINDOW_POOLINGS)}, got "
                 f"{c['window_pooling']!r}")
+        require(self.name, c["front_norm"] in self.FRONT_NORMS,
+                f"front_norm must be one of {', '.join(self.FRONT_NORMS)}, got "
+                f"{c['front_norm']!r}")
         if c["front"] != "conv":
             return
         require_positive(self.name, c, "front_layers", "front_channels", "front_kernel",
@@ -269,10 +281,13 @@ class HGRU(LidModel):
         T / stride, front_channels)``, zero on steps at or past each utterance's end (as
         the frames are without a front), so padding never depends on the batch."""
         real = (lengths + self.front_stride - 1) // self.front_stride
-        for conv in self.front:
+        for i, conv in enumerate(self.front):
+            x = torch.relu(conv(x.transpose(1, 2))).transpose(1, 2)
+            if self.front_norms is not None:
+                x = self.front_norms[i](x)
             # zero past the end after every layer: the next one must see what it would see
             # for the utterance alone
-            x = zero_padding(torch.relu(conv(x.transpose(1, 2))).transpose(1, 2), real)
+            x = zero_padding(x, real)
         return x.contiguous()
 
     def encode(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
