@@ -50,6 +50,11 @@ all_variants=(
   "convln2s1:model.front=conv,model.front_layers=2,model.front_channels=128,model.front_norm=layer"
   "convln3_64_e20:model.front=conv,model.front_stride=2,model.front_layers=3,model.front_channels=64,model.front_norm=layer,train.epochs=20"
   "convln2_96_e20:model.front=conv,model.front_stride=2,model.front_layers=2,model.front_channels=96,model.front_norm=layer,train.epochs=20"
+  "ls01:optim.label_smoothing=0.1"
+  "drop02:model.dropout=0.2"
+  "adamw01:optim.name=adamw,optim.weight_decay=0.01"
+  "masks:augment.freq_masks=2,augment.time_masks=2"
+  "masks_e28:augment.freq_masks=2,augment.time_masks=2,train.epochs=28"
 )
 variants=
 recipe=synth

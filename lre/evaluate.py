@@ -908,7 +908,8 @@ def cli_evaluate_args(parser: argparse.ArgumentParser) -> None:
     from lre.segment import add_decoder_arguments
 
     seg = parser.add_argument_group("language turns (data dirs with a reference ref.rttm)")
-    add_decoder_arguments(seg)
+    # a scores dir does not name its model, so nothing is read from a model dir here
+    add_decoder_arguments(seg, from_model_dir=False)
     seg.add_argument("--collar", type=float, default=0.25,
                      help="seconds either side of a reference boundary not scored "
                           "(default %(default)s)")

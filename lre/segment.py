@@ -227,15 +227,18 @@ def sweep_table(rows: Sequence[Mapping[str, Any]], limit: int = 15) -> str:
 # ----------------------------------------------------------------------------------------
 
 
-def add_decoder_arguments(parser: argparse.ArgumentParser) -> None:
+def add_decoder_arguments(parser: argparse.ArgumentParser, *,
+                          from_model_dir: bool = True) -> None:
     """The decoder's options (``lre segment``, ``lre evaluate``, ``lre identify``): a
-    settings file (by default a model dir's ``segment.json``, where there is one), each
-    setting given here overriding it."""
+    settings file (with ``from_model_dir``, by default a model dir's ``segment.json``,
+    where there is one), each setting given here overriding it."""
     d = DecoderOptions()
+    default = (f"the model dir's {DECODER} when there is one, else the built-in defaults "
+               "below" if from_model_dir else
+               f"the built-in defaults below; run.sh gives the model dir's {DECODER}")
     parser.add_argument("--decoder", default=None, metavar="JSON",
-                        help="decoder settings chosen by lre segment --sweep --save (default: "
-                             f"the model dir's {DECODER} when there is one, else the "
-                             "built-in defaults below)")
+                        help=f"decoder settings chosen by lre segment --sweep --save "
+                             f"(default: {default})")
     parser.add_argument("--switch-penalty", type=float, default=None,
                         help=f"cost of a change of language, nats (default {d.switch_penalty})")
     parser.add_argument("--mono-penalty", type=float, default=None,

@@ -9,6 +9,7 @@ cpu_train_nproc=2
 test_sets="test test_noisy test_reverb test_tel test_human test_cs test_oos test_human_oos"
 # Training on noisy, reverberant and telephone copies beside the originals (4x the data):
 # on the dev conditions 94.5/52.6/61.4/72.6% (clean/noisy/reverb/tel) without, 95.5/81.7/
-# 89.0/95.2% with (and 36 epochs, conf/hgru.yaml); recipes/synth/README.md has the ablation.
+# 89.0/95.2% with (the HGRU without its convolutional front, 36 epochs); recipes/synth/README.md
+# has the ablation.
 # Their noise, RIRs and seed differ from the test conditions' (prepare.sh).
 train_augment_opts="--noise babble,pink,white --snr 0:20 --reverb --rt60 0.2:1.0 --telephone"
