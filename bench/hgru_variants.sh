@@ -55,6 +55,8 @@ all_variants=(
   "adamw01:optim.name=adamw,optim.weight_decay=0.01"
   "masks:augment.freq_masks=2,augment.time_masks=2"
   "masks_e28:augment.freq_masks=2,augment.time_masks=2,train.epochs=28"
+  "seed1:train.seed=1"
+  "masks_e28_seed1:augment.freq_masks=2,augment.time_masks=2,train.epochs=28,train.seed=1"
 )
 variants=
 recipe=synth
