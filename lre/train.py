@@ -104,7 +104,8 @@ def cli_train_args(parser: argparse.ArgumentParser) -> None:
                         "found in one section only may go without it: epochs=5")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest checkpoint in EXP/checkpoints")
-    parser.add_argument("--seed", type=int, default=None, help="overrides train.seed")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="train.seed, unless --set train.seed gives one")
     parser.add_argument("--stop-after-epochs", type=int, default=None, metavar="N",
                         help="end this run after N epochs (continue later with --resume)")
 

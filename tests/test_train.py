@@ -222,6 +222,9 @@ def test_config_file_overrides_and_types(tmp_path):
     assert cfg["optim"] == {**cfg["optim"], "lr": 0.002, "name": "adamw"}
     assert cfg["train"]["epochs"] == 7 and cfg["train"]["seed"] == 5
     assert cfg["data"]["balance"] == "lang"
+    # --set train.seed is more specific than the run's --seed
+    assert resolve_config("hgru", None, ["train.seed=1"], seed=0)["train"]["seed"] == 1
+    assert resolve_config("hgru", None, ["seed=3"], seed=0)["train"]["seed"] == 3
     assert parse_overrides(["a.b.c=1", "a.d=x y"]) == {"a": {"b": {"c": 1}, "d": "x y"}}
     # A key that only one section has may go without its section.
     bare = resolve_config("hgru", None, ["epochs=5", "lr=0.01", "hidden1=48"])

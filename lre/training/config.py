@@ -249,7 +249,8 @@ def resolve_config(
     overrides: Sequence[str] = (),
     seed: int | None = None,
 ) -> dict[str, Any]:
-    """The full training config: defaults <- config file (or dict) <- ``--set`` overrides.
+    """The full training config: defaults <- config file (or dict) <- ``seed`` <- ``--set``
+    overrides.
 
     ``model`` (``--model``) wins over the file's ``model.name``. Unknown keys, values of the
     wrong type and out-of-range settings raise :class:`LreError` naming the key. Returns
@@ -265,7 +266,9 @@ def resolve_config(
         if isinstance(layer.get("model"), dict):
             layer["model"]["name"] = name
         merge(cfg, layer, layer_source)
-    if seed is not None:
+    # --seed is the run's seed (run.sh gives one to every stage); an explicit
+    # --set train.seed says more and wins
+    if seed is not None and "seed" not in sets.get("train", {}):
         cfg["train"]["seed"] = int(seed)
     check_config(cfg)
     return cfg
