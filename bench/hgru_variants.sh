@@ -57,6 +57,8 @@ all_variants=(
   "masks_e28:augment.freq_masks=2,augment.time_masks=2,train.epochs=28"
   "seed1:train.seed=1"
   "masks_e28_seed1:augment.freq_masks=2,augment.time_masks=2,train.epochs=28,train.seed=1"
+  "masks_e24:augment.freq_masks=2,augment.time_masks=2,train.epochs=24"
+  "masks_e24_seed1:augment.freq_masks=2,augment.time_masks=2,train.epochs=24,train.seed=1"
 )
 variants=
 recipe=synth
