@@ -442,7 +442,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
       --data $(score_data "$dev_cs_set") --out "$model_dir/$dev_cs_set"
     run_logged "$model_dir/log/segment_sweep.log" lre segment \
       --scores-dir "$model_dir/$dev_cs_set" --data "$feat_data/$dev_cs_set" --sweep \
-      --save "$model_dir/segment.json"
+      --nj "$nj" --save "$model_dir/segment.json"
   fi
   for s in "${present_tests[@]}"; do
     if [ -f "$model_dir/$s/attention.jsonl" ] && ! $rescore; then

@@ -156,20 +156,70 @@ def print_turns(name: str, record: ResultRecord, out) -> None:
 
 def sweep(records: Sequence[ResultRecord], speech: Mapping[str, np.ndarray] | None,
           reference: Mapping[str, Sequence[Turn]], grid: Mapping[str, Sequence[Any]] = SWEEP,
-          collar: float = 0.25) -> list[dict[str, Any]]:
+          collar: float = 0.25, nj: int = 1) -> list[dict[str, Any]]:
     """The segmentation figures of every setting of ``grid``, the choice first: settings
     that keep :data:`SINGLE_KEPT` of the single-language recordings in one language before
-    the others, then by identification error rate."""
+    the others, then by identification error rate. ``nj`` worker processes share the
+    settings (the rows do not depend on ``nj``)."""
     names = sorted(r.id for r in records if r.id in reference)
     if not names:
         raise LreError("sweep: no scored recording is in the reference RTTM")
+    if nj < 1:
+        raise LreError(f"--nj must be at least 1, got {nj}")
     timelines = {r.id: record_timeline(r) for r in records}
+    keys = list(grid)
+    settings = [dict(zip(keys, values, strict=True))
+                for values in itertools.product(*(grid[k] for k in keys))]
+    chunks = _path_chunks(settings, nj)
+    shared = (timelines, speech, reference, names, collar)
+    if len(chunks) == 1:
+        numbered = _sweep_rows(chunks[0], *shared)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(len(chunks),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = pool.map(_sweep_rows, chunks, *(itertools.repeat(x) for x in shared))
+            numbered = [row for part in parts for row in part]
+    rows = [row for _, row in sorted(numbered, key=lambda item: item[0])]
+    return sorted(rows, key=lambda r: (not r["single_one_language"] >= SINGLE_KEPT,
+                                       np.nan_to_num(r["IER"], nan=np.inf),
+                                       r["switch_penalty"], r.get("mono_penalty", 0.0),
+                                       r["min_turn"]))
+
+
+def _path_key(setting: Mapping[str, Any]) -> tuple:
+    opts = DecoderOptions(**setting)
+    return tuple(getattr(opts, k) for k in _PATH_KEYS)
+
+
+def _path_chunks(settings: Sequence[dict[str, Any]], nj: int
+                 ) -> list[list[tuple[int, dict[str, Any]]]]:
+    """``settings`` numbered and cut into at most ``nj`` chunks of about equal size, the
+    settings of one Viterbi path in one chunk (each path is decoded once)."""
+    groups: dict[tuple, list[tuple[int, dict[str, Any]]]] = {}
+    for i, setting in enumerate(settings):
+        groups.setdefault(_path_key(setting), []).append((i, setting))
+    size = -(-len(settings) // max(1, min(nj, len(groups))))
+    chunks: list[list[tuple[int, dict[str, Any]]]] = [[]]
+    for group in groups.values():
+        if len(chunks[-1]) >= size:
+            chunks.append([])
+        chunks[-1].extend(group)
+    return chunks
+
+
+def _sweep_rows(settings: Sequence[tuple[int, dict[str, Any]]],
+                timelines: Mapping[str, Any], speech: Mapping[str, np.ndarray] | None,
+                reference: Mapping[str, Sequence[Turn]], names: Sequence[str], collar: float
+                ) -> list[tuple[int, dict[str, Any]]]:
+    """The figures of each numbered setting: ``[(number, row)]``."""
     paths: dict[tuple, np.ndarray] = {}
     rows = []
-    keys = list(grid)
-    for values in itertools.product(*(grid[k] for k in keys)):
-        opts = DecoderOptions(**dict(zip(keys, values, strict=True)))
-        key = tuple(getattr(opts, k) for k in _PATH_KEYS)
+    for i, setting in settings:
+        opts = DecoderOptions(**setting)
+        key = _path_key(setting)
         hyp = {}
         for rid, timeline in timelines.items():
             if timeline is None:
@@ -180,15 +230,11 @@ def sweep(records: Sequence[ResultRecord], speech: Mapping[str, np.ndarray] | No
             hyp[rid] = decode_turns(*timeline, None if speech is None else speech.get(rid),
                                     opts, paths[rid, key])
         m = segmentation_metrics(reference, hyp, names, collar)
-        rows.append({**dict(zip(keys, values, strict=True)), "IER": m["IER"],
-                     "IER_no_collar": m["IER_no_collar"],
-                     "boundary_median": m["boundary"]["median"],
-                     "boundary_p90": m["boundary"]["p90"],
-                     "single_one_language": m["single_language"]["one_language"]})
-    return sorted(rows, key=lambda r: (not r["single_one_language"] >= SINGLE_KEPT,
-                                       np.nan_to_num(r["IER"], nan=np.inf),
-                                       r["switch_penalty"], r.get("mono_penalty", 0.0),
-                                       r["min_turn"]))
+        rows.append((i, {**setting, "IER": m["IER"], "IER_no_collar": m["IER_no_collar"],
+                         "boundary_median": m["boundary"]["median"],
+                         "boundary_p90": m["boundary"]["p90"],
+                         "single_one_language": m["single_language"]["one_language"]}))
+    return rows
 
 
 def save_sweep_choice(path: PathLike, rows: Sequence[Mapping[str, Any]], scores_dir: PathLike,
@@ -289,6 +335,8 @@ def cli_segment_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--collar", type=float, default=0.25,
                         help="with --sweep: seconds either side of a reference boundary "
                              "not scored (default %(default)s)")
+    parser.add_argument("--nj", type=int, default=1,
+                        help="with --sweep: worker processes (default %(default)s)")
     parser.add_argument("--save", default=None, metavar="JSON",
                         help=f"with --sweep: save the setting of the lowest IER here (e.g. "
                              f"exp/hgru/{DECODER}, which the model's turns then use)")
@@ -336,7 +384,8 @@ def cli_segment(args: argparse.Namespace, out=None, err=None) -> int:
             ref_path = reference_rttm(args.data) if args.data else None
             if ref_path is None:
                 raise LreError("--sweep needs --data with a reference RTTM (ref.rttm)")
-            rows = sweep(records, speech, read_rttm(ref_path), collar=args.collar)
+            rows = sweep(records, speech, read_rttm(ref_path), collar=args.collar,
+                         nj=args.nj)
             print(sweep_table(rows), end="", file=out)
             if args.save:
                 save_sweep_choice(args.save, rows, args.scores_dir, args.data, args.collar)

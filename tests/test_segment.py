@@ -9,7 +9,7 @@ import pytest
 
 from lre.inference.records import ResultRecord, Segment, Turn
 from lre.segmentation import DecoderOptions, decode_turns, read_rttm, record_turns, write_rttm
-from lre.segmentation.decoder import merge_gaps, speech_regions, viterbi_languages
+from lre.segmentation.decoder import _centres, merge_gaps, speech_regions, viterbi_languages
 from lre.segmentation.scoring import (
     boundary_errors,
     error_components,
@@ -57,6 +57,16 @@ def test_clean_switch_lies_halfway_between_the_segments():
     # centres 4.55 and 5.55 -> 5.05; the turns span the segments' speech 0-10.1
     assert spans(turns) == [(0.0, 5.05, "en"), (5.05, 10.1, "fi")]
     assert [round(t.confidence, 6) for t in turns] == [0.9, 0.9]
+
+
+def test_segment_centres_skip_the_pauses_inside_them():
+    starts, ends = np.array([0.0, 1.0, 2.0, 5.0]), np.array([1.1, 2.1, 3.1, 6.1])
+    speech = np.array([[0.0, 0.3], [0.9, 2.0], [2.5, 2.6], [4.0, 4.5]])
+    # 0-1.1: speech 0-0.3 and 0.9-1.1 (0.5 s), half of it (0.25) reached at 0.25;
+    # 1-2.1: speech 1.0-2.0, its middle 1.5; 2-3.1: speech 2.0-2.0 (none) and 2.5-2.6,
+    # middle 2.55; 5-6.1: no speech, the segment's middle 5.55
+    np.testing.assert_allclose(_centres(starts, ends, speech), [0.25, 1.5, 2.55, 5.55])
+    np.testing.assert_allclose(_centres(starts, ends, None), (starts + ends) / 2)
 
 
 def test_one_segment_blip_is_removed_by_the_minimum_turn():

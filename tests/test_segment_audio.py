@@ -255,7 +255,13 @@ def test_stage_4_scores_the_turns_of_a_set_with_a_reference(tmp_path: Path):
                  "--save", str(saved)]) == 0
     spec = json.loads(saved.read_text())
     assert spec["format"] == "lre-decoder-1"
-    best = sweep(list(read_records(scores / "attention.jsonl")), speech, ref)[0]
+    rows = sweep(list(read_records(scores / "attention.jsonl")), speech, ref)
+    best = rows[0]
+    # two worker processes share the grid: the same rows in the same order
+    shared = sweep(list(read_records(scores / "attention.jsonl")), speech, ref, nj=2)
+    assert [list(r) for r in shared] == [list(r) for r in rows]
+    np.testing.assert_array_equal([list(r.values()) for r in shared],
+                                  [list(r.values()) for r in rows])  # NaN where no switch
     assert {k: spec[k] for k in SWEEP} == {k: best[k] for k in SWEEP}
     assert spec["chosen_on"]["figures"]["IER"] == best["IER"]
     opts = load_decoder_options(saved)

@@ -255,18 +255,17 @@ def _centres(starts: np.ndarray, ends: np.ndarray, speech: np.ndarray | None) ->
     """Each segment's centre: the middle of its speech (VAD pauses inside it skipped)."""
     if speech is None or len(speech) == 0:
         return (starts + ends) / 2
-    out = np.empty(len(starts))
-    for k, (s, e) in enumerate(zip(starts, ends, strict=True)):
-        lo, hi = np.clip(speech[:, 0], s, e), np.clip(speech[:, 1], s, e)
-        spoken = np.maximum(hi - lo, 0.0)
-        total = spoken.sum()
-        if total <= 0:
-            out[k] = (s + e) / 2
-            continue
-        before = np.cumsum(spoken) - spoken
-        i = int(np.searchsorted(before + spoken, total / 2))
-        out[k] = lo[i] + (total / 2 - before[i])
-    return out
+    # (K, R): the part of each speech region inside each segment
+    lo = np.clip(speech[None, :, 0], starts[:, None], ends[:, None])
+    hi = np.clip(speech[None, :, 1], starts[:, None], ends[:, None])
+    spoken = np.maximum(hi - lo, 0.0)
+    reached = np.cumsum(spoken, axis=1)
+    half = reached[:, -1] / 2
+    # the region in which half of the segment's speech is reached
+    i = np.argmax(reached >= half[:, None], axis=1)
+    rows = np.arange(len(starts))
+    inside = lo[rows, i] + (half - (reached[rows, i] - spoken[rows, i]))
+    return np.where(half > 0, inside, (starts + ends) / 2)
 
 
 def _switch_time(post: np.ndarray, a: int, b: int, ci: float, cj: float, refine: str
