@@ -59,6 +59,14 @@ all_variants=(
   "masks_e28_seed1:augment.freq_masks=2,augment.time_masks=2,train.epochs=28,train.seed=1"
   "masks_e24:augment.freq_masks=2,augment.time_masks=2,train.epochs=24"
   "masks_e24_seed1:augment.freq_masks=2,augment.time_masks=2,train.epochs=24,train.seed=1"
+  "masks_e28_crop3:augment.freq_masks=2,augment.time_masks=2,train.epochs=28,data.crop_max_seconds=3"
+  "masks_e28_crop3_seed1:augment.freq_masks=2,augment.time_masks=2,train.epochs=28,data.crop_max_seconds=3,train.seed=1"
+  "masks_e26:augment.freq_masks=2,augment.time_masks=2,train.epochs=26"
+  "masks_e26_seed1:augment.freq_masks=2,augment.time_masks=2,train.epochs=26,train.seed=1"
+  "masks_e28_b48:augment.freq_masks=2,augment.time_masks=2,train.epochs=28,data.batch_size=48,optim.lr=0.006"
+  "masks1_e22:augment.freq_masks=1,augment.time_masks=1,train.epochs=22"
+  "masks1_e22_seed1:augment.freq_masks=1,augment.time_masks=1,train.epochs=22,train.seed=1"
+  "recipe_crop3_e24:data.crop_max_seconds=3,train.epochs=24"
 )
 variants=
 recipe=synth
