@@ -33,6 +33,9 @@ VARIANTS = {
     "bi2": {"segment_bidirectional": True},
     "segmean": {"segment_pooling": "mean"},
     "segstats": {"segment_pooling": "stats", "segment_bidirectional": True},
+    "local1": {"timeline_context": 1},
+    "local2": {"timeline_context": 2, "attention_heads": 2, "pooling": "stats",
+               "front": "conv", "front_channels": 7, "front_stride": 2},
     "all": {"front": "conv", "front_channels": 5, "front_stride": 2, "pooling": "stats",
             "layer_norm": True, "segment_bidirectional": True, "window_bidirectional": True,
             "window_pooling": "stats"},
@@ -214,6 +217,65 @@ def test_stats_pooling_is_weighted_mean_and_std():
                                    rtol=0)
 
 
+@pytest.mark.parametrize("context", [1, 2])
+def test_local_timeline_is_the_crop_around_each_segment(context):
+    """With ``timeline_context = c`` a segment's logits are the utterance logits of the
+    ``2c + 1`` whole segments around it, cut out of the frames (moved inside the
+    recording at its ends; the whole recording when it is shorter)."""
+    model = tiny("local1" if context == 1 else "default")
+    model.timeline_context = context
+    hop, span, width = model.segment_hop, model.segment_span, 2 * context + 1
+    lengths = torch.tensor([6 * hop + span - hop, 2 * hop + span - hop])   # 6 and 2 segments
+    x = rand(2, int(lengths[0]), seed=5)
+    with torch.no_grad():
+        seg = model.segment_logits(x, lengths)
+        out = model(x, lengths, with_segments=True)
+        torch.testing.assert_close(out.segment_logits, seg)
+        for b in range(len(lengths)):
+            count = int(model.segment_counts(lengths[b:b + 1])[0])
+            for k in range(count):
+                first = max(0, min(k - context, count - width))
+                last = min(count, first + width)
+                crop = x[b:b + 1, first * hop:(last - 1) * hop + span]
+                alone = model(crop, torch.tensor([crop.shape[1]])).logits[0]
+                torch.testing.assert_close(seg[b, k], alone, atol=1e-5, rtol=0)
+            assert (seg[b, count:] == 0).all()
+    # the whole recording's states classified segment by segment are another thing
+    model.timeline_context = 0
+    with torch.no_grad():
+        assert not torch.allclose(model.segment_logits(x, lengths)[0], seg[0], atol=1e-3)
+
+
+class _WithSegments(torch.nn.Module):
+    def __init__(self, model: HGRU):
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
+        out = self.model(feats, lengths, with_segments=True)
+        return out.logits, out.segment_logits
+
+
+def test_onnx_export_of_the_local_timeline(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model = tiny("local2")
+    path = tmp_path / "hgru.onnx"
+    with torch.no_grad():
+        torch.onnx.export(_WithSegments(model).eval(), (rand(2, 330), torch.tensor([330, 200])),
+                          str(path), input_names=["feats", "lengths"],
+                          output_names=["logits", "segment_logits"],
+                          dynamic_axes={"feats": {0: "batch", 1: "frames"},
+                                        "lengths": {0: "batch"}}, dynamo=False)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x2, l2 = rand(3, 777, seed=9), torch.tensor([777, 500, 61])
+    got = sess.run(None, {"feats": x2.numpy(), "lengths": l2.numpy()})
+    with torch.no_grad():
+        ref = model(x2, l2, with_segments=True)
+    np.testing.assert_allclose(got[0], ref.logits.numpy(), atol=1e-5)
+    np.testing.assert_allclose(got[1], ref.segment_logits.numpy(), atol=1e-5)
+
+
 @pytest.mark.parametrize("variant,impl", [("default", "auto"), ("stats", "auto"),
                                           ("deep", "auto"), ("bi1", "auto"),
                                           ("bi2", "auto"),
@@ -256,6 +318,7 @@ def test_onnx_export_matches_torch(tmp_path, variant, impl):
     ({"front": "conv", "front_kernel": 4}, "front_kernel must be odd"),
     ({"front": "conv", "front_norm": "batch"}, "front_norm must be one of none, layer"),
     ({"front": "conv", "front_stride": 3}, "must be multiples of front_stride"),
+    ({"timeline_context": -1}, "timeline_context must be >= 0, got -1"),
 ])
 def test_bad_variant_config(config, message):
     with pytest.raises(LreError, match=message):

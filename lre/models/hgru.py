@@ -93,6 +93,11 @@ class HGRU(LidModel):
         window_bidirectional: a bidirectional level 1 (window vectors of ``2 * hidden1``).
         segment_bidirectional: a bidirectional level 2 (segment vectors of ``2 * hidden2``).
         segment_pooling: ``"last"``, ``"mean"`` or ``"stats"`` of the level-2 states.
+        timeline_context: segments each side of a segment that its own posteriors (the
+            language timeline) see: 0 classifies each level-3 state ``h_k`` of the whole
+            recording; ``c > 0`` classifies, for each segment, the ``2c + 1`` segments
+            around it (shifted to fit inside the recording) as an utterance of their own,
+            so that what is said past a change of language does not leak into a segment.
         last_segment_min_fraction: a trailing partial segment is kept when at least this
             share of its frames is real speech (and always when it is the only segment);
             otherwise the frames after the last kept segment are left out. Whole-segment
@@ -125,6 +130,7 @@ class HGRU(LidModel):
         "segment_bidirectional": False,
         "segment_pooling": "last",
         "attention_heads": 1,
+        "timeline_context": 0,
     }
     FRONTS: ClassVar[tuple[str, ...]] = ("none", "conv")
     FRONT_NORMS: ClassVar[tuple[str, ...]] = ("none", "layer")
@@ -142,6 +148,8 @@ class HGRU(LidModel):
                 "frames between windows would be ignored")
         require_dropout(self.name, c)
         self._check_variant(c)
+        require(self.name, c["timeline_context"] >= 0,
+                f"timeline_context must be >= 0, got {c['timeline_context']}")
         frac = c["last_segment_min_fraction"]
         require(self.name, 0.0 < frac <= 1.0,
                 f"last_segment_min_fraction must be in (0, 1], got {frac}")
@@ -150,6 +158,7 @@ class HGRU(LidModel):
         self.window_shift = c["window_shift"]
         self.segment_windows = c["segment_windows"]
         # Segment k covers frames [k * hop, k * hop + span).
+        self.timeline_context = c["timeline_context"]
         self.segment_hop = self.segment_windows * self.window_shift
         self.segment_span = (self.segment_windows - 1) * self.window_shift + self.window
         overlap = self.segment_span - self.segment_hop
@@ -301,34 +310,80 @@ class HGRU(LidModel):
             ``h (batch, segments, 2 * hidden3)`` level-3 states, ``mask (batch, segments)``
             bool (True on real segments), ``spans (batch, segments, 2)`` int64 frame spans.
         """
+        s, counts, spans = self._segments(feats, lengths)
+        return (*self._utterance_states(s, counts), spans)
+
+    def _utterance_states(self, s: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+        """Level 3 over ``s (batch, segments, S)``: ``(h (batch, segments, 2 * hidden3),
+        mask (batch, segments))``."""
+        h = self.utterance_gru(s, counts)
+        return h, torch.arange(s.shape[1], device=s.device)[None, :] < counts[:, None]
+
+    def _segments(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Levels 1 and 2 with dropout: ``(s (batch, segments, S), counts (batch,) real
+        segments, spans (batch, segments, 2) int64 frame spans)``."""
         s, lengths = self.segment_vectors(feats, lengths)
         s = self.dropout(s)
         counts = self.segment_counts(lengths)
         k = torch.arange(s.shape[1], device=s.device)
-        mask = k[None, :] < counts[:, None]
-        h = self.utterance_gru(s, counts)                                   # (B, K, 2*H3)
-
         start = torch.minimum(k[None, :] * self.segment_hop, lengths[:, None])
         end = torch.minimum(k[None, :] * self.segment_hop + self.segment_span,
                             lengths[:, None])
-        return h, mask, torch.stack([start, end], dim=2)
+        return s, counts, torch.stack([start, end], dim=2)
 
     def forward(self, feats: Tensor, lengths: Tensor, with_segments: bool = False
                 ) -> ModelOutput:
         """``feats (batch, frames, feat_dim)``, ``lengths (batch,)`` -> :class:`ModelOutput`
         with logits ``(batch, num_langs)`` and per-segment attention ``(batch, segments)``;
-        ``with_segments`` adds the per-segment logits from the same level-3 states."""
-        h, mask, spans = self.encode(feats, lengths)
+        ``with_segments`` adds the per-segment logits (see ``timeline_context``)."""
+        s, counts, spans = self._segments(feats, lengths)
+        h, mask = self._utterance_states(s, counts)
         pooled, heads = self.attention.pool(h, mask)
-        seg_logits = self._classify_segments(h, mask) if with_segments else None
+        seg_logits = None
+        if with_segments:
+            seg_logits = (self._local_segment_logits(s, counts) if self.timeline_context
+                          else self._classify_segments(h, mask))
         return ModelOutput(self.classifier(pooled), heads.mean(dim=1), mask, spans, seg_logits,
                            pooled, heads if heads.shape[1] > 1 else None)
 
     def segment_logits(self, feats: Tensor, lengths: Tensor) -> Tensor:
-        """The classifier applied to each level-3 state ``h_k``: ``(batch, segments,
-        num_langs)`` logits, 0 on padding segments."""
+        """Per-segment logits ``(batch, segments, num_langs)`` (see ``timeline_context``),
+        0 on padding segments."""
+        if self.timeline_context:
+            s, counts, _ = self._segments(feats, lengths)
+            return self._local_segment_logits(s, counts)
         h, mask, _ = self.encode(feats, lengths)
         return self._classify_segments(h, mask)
+
+    def _local_segment_logits(self, s: Tensor, counts: Tensor) -> Tensor:
+        """Each segment's logits from the ``W = 2c + 1`` segments around it alone.
+
+        Args:
+            s: ``(batch, segments, S)`` segment vectors.
+            counts: ``(batch,)`` real segments of each utterance.
+
+        Returns:
+            ``(batch, segments, num_langs)`` logits, 0 on padding segments.
+        """
+        c = self.timeline_context
+        width = 2 * c + 1
+        batch, segments = s.shape[:2]
+        k = torch.arange(segments, device=s.device)[None, :]
+        # a window of `width` segments centred on k, moved inside [0, count)
+        first = torch.clamp(torch.minimum(k - c, counts[:, None] - width), min=0)
+        index = torch.clamp(first[:, :, None] + torch.arange(width, device=s.device),
+                            max=segments - 1)                              # (B, K, W)
+        windows = torch.gather(s[:, None].expand(-1, segments, -1, -1), 2,
+                               index[..., None].expand(-1, -1, -1, s.shape[2]))
+        real = torch.clamp(counts, max=width)[:, None].expand(-1, segments).reshape(-1)
+        windows = windows.reshape(batch * segments, width, s.shape[2])
+        h = self.utterance_gru(windows, real)                               # (B*K, W, 2*H3)
+        mask = torch.arange(width, device=s.device)[None, :] < real[:, None]
+        logits = self.classifier(self.attention.pool(h, mask)[0])
+        logits = logits.reshape(batch, segments, -1)
+        real_segments = k < counts[:, None]
+        return torch.where(real_segments[:, :, None], logits,
+                           torch.zeros((), dtype=logits.dtype, device=logits.device))
 
     def _classify_segments(self, h: Tensor, mask: Tensor) -> Tensor:
         """``h (batch, segments, 2*hidden3)`` -> logits ``(batch, segments, num_langs)``:
