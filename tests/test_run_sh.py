@@ -29,8 +29,8 @@ TINY_PREPARE = (
 TINY_TRAIN = (
     "--set train.epochs=2 --set train.progress=false --set model.hidden1=16 "
     "--set model.hidden2=16 --set model.hidden3=16 --set model.attention=8 --set model.dense=16 "
-    "--set model.segment_pooling=last --set model.front=none "
-    "--set augment.freq_warp=0.15"
+    "--set model.segment_pooling=last --set model.front=none --set model.timeline_context=0 "
+    "--set augment.freq_warp=0.15 --set augment.freq_masks=0 --set augment.time_masks=0"
 )
 
 
