@@ -157,8 +157,8 @@ class HGRU(LidModel):
         self.window = c["window"]
         self.window_shift = c["window_shift"]
         self.segment_windows = c["segment_windows"]
-        # Segment k covers frames [k * hop, k * hop + span).
         self.timeline_context = c["timeline_context"]
+        # Segment k covers frames [k * hop, k * hop + span).
         self.segment_hop = self.segment_windows * self.window_shift
         self.segment_span = (self.segment_windows - 1) * self.window_shift + self.window
         overlap = self.segment_span - self.segment_hop
