@@ -189,8 +189,7 @@ def sweep(records: Sequence[ResultRecord], speech: Mapping[str, np.ndarray] | No
                                        r["min_turn"]))
 
 
-def _path_key(setting: Mapping[str, Any]) -> tuple:
-    opts = DecoderOptions(**setting)
+def _path_key(opts: DecoderOptions) -> tuple:
     return tuple(getattr(opts, k) for k in _PATH_KEYS)
 
 
@@ -200,7 +199,7 @@ def _path_chunks(settings: Sequence[dict[str, Any]], nj: int
     settings of one Viterbi path in one chunk (each path is decoded once)."""
     groups: dict[tuple, list[tuple[int, dict[str, Any]]]] = {}
     for i, setting in enumerate(settings):
-        groups.setdefault(_path_key(setting), []).append((i, setting))
+        groups.setdefault(_path_key(DecoderOptions(**setting)), []).append((i, setting))
     size = -(-len(settings) // max(1, min(nj, len(groups))))
     chunks: list[list[tuple[int, dict[str, Any]]]] = [[]]
     for group in groups.values():
@@ -219,7 +218,7 @@ def _sweep_rows(settings: Sequence[tuple[int, dict[str, Any]]],
     rows = []
     for i, setting in settings:
         opts = DecoderOptions(**setting)
-        key = _path_key(setting)
+        key = _path_key(opts)
         hyp = {}
         for rid, timeline in timelines.items():
             if timeline is None:
