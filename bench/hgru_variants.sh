@@ -67,6 +67,10 @@ all_variants=(
   "masks1_e22:augment.freq_masks=1,augment.time_masks=1,train.epochs=22"
   "masks1_e22_seed1:augment.freq_masks=1,augment.time_masks=1,train.epochs=22,train.seed=1"
   "recipe_crop3_e24:data.crop_max_seconds=3,train.epochs=24"
+  # over the recipe as it is now: weight averaging of the last 6 epochs (final.pt holds
+  # the average), label smoothing 0.05
+  "avg6:train.average_last=6,train.final_weights=average"
+  "ls005:optim.label_smoothing=0.05"
 )
 variants=
 recipe=synth
