@@ -71,6 +71,7 @@ all_variants=(
   # the average), label smoothing 0.05
   "avg6:train.average_last=6,train.final_weights=average"
   "ls005:optim.label_smoothing=0.05"
+  "ls005_seed1:optim.label_smoothing=0.05,train.seed=1"
 )
 variants=
 recipe=synth
