@@ -339,21 +339,30 @@ class HGRU(LidModel):
         s, counts, spans = self._segments(feats, lengths)
         h, mask = self._utterance_states(s, counts)
         pooled, heads = self.attention.pool(h, mask)
-        seg_logits = None
-        if with_segments:
-            seg_logits = (self._local_segment_logits(s, counts) if self.timeline_context
-                          else self._classify_segments(h, mask))
+        seg_logits = self._timeline_logits(s, counts, h) if with_segments else None
         return ModelOutput(self.classifier(pooled), heads.mean(dim=1), mask, spans, seg_logits,
                            pooled, heads if heads.shape[1] > 1 else None)
 
     def segment_logits(self, feats: Tensor, lengths: Tensor) -> Tensor:
         """Per-segment logits ``(batch, segments, num_langs)`` (see ``timeline_context``),
         0 on padding segments."""
+        s, counts, _ = self._segments(feats, lengths)
+        return self._timeline_logits(s, counts)
+
+    def _timeline_logits(self, s: Tensor, counts: Tensor, h: Tensor | None = None) -> Tensor:
+        """Per-segment logits ``(batch, segments, num_langs)`` of ``s (batch, segments, S)``,
+        0 on padding segments: with ``timeline_context`` 0 each level-3 state ``h_k``
+        (``h``, computed when not given) classified as a one-segment utterance would be,
+        else each segment's window of segments alone."""
         if self.timeline_context:
-            s, counts, _ = self._segments(feats, lengths)
-            return self._local_segment_logits(s, counts)
-        h, mask, _ = self.encode(feats, lengths)
-        return self._classify_segments(h, mask)
+            logits = self._local_segment_logits(s, counts)
+        else:
+            if h is None:
+                h, _ = self._utterance_states(s, counts)
+            logits = self.classifier(self.attention.single_step(h))
+        real = torch.arange(s.shape[1], device=s.device)[None, :] < counts[:, None]
+        return torch.where(real[:, :, None], logits,
+                           torch.zeros((), dtype=logits.dtype, device=logits.device))
 
     def _local_segment_logits(self, s: Tensor, counts: Tensor) -> Tensor:
         """Each segment's logits from the ``W = 2c + 1`` segments around it alone.
@@ -363,7 +372,7 @@ class HGRU(LidModel):
             counts: ``(batch,)`` real segments of each utterance.
 
         Returns:
-            ``(batch, segments, num_langs)`` logits, 0 on padding segments.
+            ``(batch, segments, num_langs)`` logits (padding segments' are not used).
         """
         c = self.timeline_context
         width = 2 * c + 1
@@ -380,14 +389,4 @@ class HGRU(LidModel):
         h = self.utterance_gru(windows, real)                               # (B*K, W, 2*H3)
         mask = torch.arange(width, device=s.device)[None, :] < real[:, None]
         logits = self.classifier(self.attention.pool(h, mask)[0])
-        logits = logits.reshape(batch, segments, -1)
-        real_segments = k < counts[:, None]
-        return torch.where(real_segments[:, :, None], logits,
-                           torch.zeros((), dtype=logits.dtype, device=logits.device))
-
-    def _classify_segments(self, h: Tensor, mask: Tensor) -> Tensor:
-        """``h (batch, segments, 2*hidden3)`` -> logits ``(batch, segments, num_langs)``:
-        each segment classified as a one-segment utterance would be."""
-        logits = self.classifier(self.attention.single_step(h))
-        return torch.where(mask[:, :, None], logits, torch.zeros((), dtype=logits.dtype,
-                                                                 device=logits.device))
+        return logits.reshape(batch, segments, -1)
