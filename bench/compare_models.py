@@ -24,6 +24,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import sys
 import tempfile
 import time
@@ -128,29 +129,71 @@ def comparison(dirs: list[Path]) -> str:
     return "\n".join(out)
 
 
-def ablation(dirs: list[Path]) -> str:
-    """One row per variant: what chooses (dev) and what only measures (test)."""
+def _variant_row(d: Path) -> dict[str, object]:
+    """What one variant dir holds: its name, overrides, size, time and dev/test figures."""
     from lre.models import load_model
 
+    name, _, overrides = (d / "variant").read_text().partition("\n")
+    with open(d / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    secs = [float(r["seconds"]) for r in rows]
+    model, _ = load_model(d / "final.pt")
+    return {"name": name, "overrides": overrides.strip() or "-",
+            "params": model.num_parameters(), "epoch_s": sorted(secs)[len(secs) // 2],
+            "train_s": sum(secs), "best_dev": max(float(r["dev_acc"]) for r in rows),
+            "dev": json.loads((d / "dev" / "results.json").read_text()),
+            "test": json.loads((d / "test" / "results.json").read_text())}
+
+
+def seed_group(name: str) -> str:
+    """The variant a run repeats with another seed: ``ls005_seed2`` -> ``ls005``; the
+    recipe's own seeds (``seed1``) group with ``base``."""
+    return re.sub(r"(^|_)seed\d+$", "", name) or "base"
+
+
+#: Figures of the means over seeds: (title, dev or test, results.json key, scale, digits).
+SEED_MEANS = [("dev acc (%)", "dev", "accuracy", 100.0, 2),
+              ("dev Cllr_mc", "dev", "Cllr_mc", 1.0, 3),
+              ("test acc (%)", "test", "accuracy", 100.0, 2),
+              ("test EER (%)", "test", "EER", 100.0, 2),
+              ("test Cllr_mc", "test", "Cllr_mc", 1.0, 3)]
+
+
+def seed_means(rows: list[dict[str, object]]) -> str:
+    """The mean of each figure over the seeds of every variant run with more than one."""
+    groups: dict[str, list[dict[str, object]]] = {}
+    for r in rows:
+        groups.setdefault(seed_group(str(r["name"])), []).append(r)
+    out = ["| variant | seeds | " + " | ".join(t for t, *_ in SEED_MEANS) + " |",
+           "|---|---:|" + "---:|" * len(SEED_MEANS)]
+    for group, members in groups.items():
+        if len(members) < 2:
+            continue
+        cells = [fmt(sum(m[part][key] for m in members) / len(members),  # type: ignore[index]
+                     scale, digits) for _, part, key, scale, digits in SEED_MEANS]
+        out.append(f"| {group} | {len(members)} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n" if len(out) > 2 else ""
+
+
+def ablation(dirs: list[Path]) -> str:
+    """One row per variant: what chooses (dev) and what only measures (test); then the
+    means over seeds of the variants run with several."""
     out = ["| variant | overrides | params | s/epoch (median) | train min | best dev acc (%) | "
-           "dev acc, final (%) | test acc (%) | test EER (%) | test min-Cavg x100 | "
-           "test Cllr |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for d in dirs:
-        name, _, overrides = (d / "variant").read_text().partition("\n")
-        with open(d / "metrics.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
-        secs = [float(r["seconds"]) for r in rows]
-        best_dev = max(float(r["dev_acc"]) for r in rows)
-        dev = json.loads((d / "dev" / "results.json").read_text())
-        test = json.loads((d / "test" / "results.json").read_text())
-        model, _ = load_model(d / "final.pt")
+           "dev acc, final (%) | dev Cllr_mc | test acc (%) | test EER (%) | "
+           "test min-Cavg x100 | test Cllr | test Cllr_mc |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [_variant_row(d) for d in dirs]
+    for r in rows:
+        dev, test = r["dev"], r["test"]
         out.append(
-            f"| {name} | `{overrides.strip() or '-'}` | {model.num_parameters() / 1e3:.0f} k | "
-            f"{sorted(secs)[len(secs) // 2]:.1f} | {sum(secs) / 60:.1f} | {best_dev * 100:.2f} | "
-            f"{fmt(dev['accuracy'], 100, 2)} | {fmt(test['accuracy'], 100, 2)} | "
+            f"| {r['name']} | `{r['overrides']}` | {float(r['params']) / 1e3:.0f} k | "
+            f"{float(r['epoch_s']):.1f} | {float(r['train_s']) / 60:.1f} | "
+            f"{float(r['best_dev']) * 100:.2f} | {fmt(dev['accuracy'], 100, 2)} | "
+            f"{fmt(dev.get('Cllr_mc'), 1, 3)} | {fmt(test['accuracy'], 100, 2)} | "
             f"{fmt(test['EER'], 100, 2)} | {fmt(test['minCavg'], 100, 2)} | "
-            f"{fmt(test['Cllr'], 1, 3)} |")
-    return "\n".join(out) + "\n"
+            f"{fmt(test['Cllr'], 1, 3)} | {fmt(test.get('Cllr_mc'), 1, 3)} |")
+    means = seed_means(rows)
+    return "\n".join(out) + "\n" + ("\nMeans over seeds:\n\n" + means if means else "")
 
 
 def main() -> None:

@@ -72,6 +72,8 @@ all_variants=(
   "avg6:train.average_last=6,train.final_weights=average"
   "ls005:optim.label_smoothing=0.05"
   "ls005_seed1:optim.label_smoothing=0.05,train.seed=1"
+  "seed2:train.seed=2"
+  "ls005_seed2:optim.label_smoothing=0.05,train.seed=2"
 )
 variants=
 recipe=synth
