@@ -200,7 +200,6 @@ def test_conf_sh_holds_only_what_differs_from_run_sh() -> None:
             assert defaults.get(name) != value, f"{conf}: {name}={value} is run.sh's default"
 
 
-
 @pytest.mark.parametrize("front_end, speed", [("fbank", True), ("whisper-base", False)])
 def test_synth_conf_sh_adds_speed_copies_for_fbank_only(front_end: str, speed: bool) -> None:
     """The fbank recipe trains on speed-perturbed copies too; the Whisper-base variant keeps
@@ -212,6 +211,7 @@ def test_synth_conf_sh_adds_speed_copies_for_fbank_only(front_end: str, speed: b
     opts = proc.stdout.strip()
     assert opts.startswith("--speed 0.9,1.1 ") == speed, opts
     assert "--noise babble,pink,white" in opts and "--telephone" in opts
+
 
 def test_run_sh_names_the_model_config(tmp_path: Path) -> None:
     """Stage 2 says which training config it uses: the recipe's, else the built-in defaults
