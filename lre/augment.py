@@ -9,7 +9,8 @@
                           ``sox speed``): band-limited resampling, duration / ``f``
 ``noise-<utt>``           additive noise at an SNR drawn uniformly from ``--snr``; the type
                           is drawn per utterance from ``--noise``: ``white``, ``pink``,
-                          ``babble`` (3-7 other training utterances summed), ``musan`` (a
+                          ``babble`` (3-7 other training utterances summed, from a
+                          pool of ``--babble-pool`` of them, 64 by default), ``musan`` (a
                           file from ``--musan DIR``; ``musan-music``, ``musan-noise``,
                           ``musan-speech`` restrict to that MUSAN sub-folder)
 ``reverb-<utt>``          convolution with a room impulse response: a file from
@@ -59,7 +60,7 @@ logger = logging.getLogger(__name__)
 
 NOISE_TYPES = ("white", "pink", "babble", "musan", "musan-music", "musan-noise", "musan-speech")
 AUDIO_SUFFIXES = (".wav", ".flac", ".sph", ".ogg")
-BABBLE_POOL = 64  # utterances loaded once to build babble from
+BABBLE_POOL = 64  # utterances loaded once to build babble from, unless --babble-pool
 OPTIONS_FILE = ".augment_options.json"
 TEL_CODECS = ("mulaw", "gsm", "opus")
 TEL_CODEC_NAMES = {"mulaw": "mu-law-8bit", "gsm": "gsm-06.10", "opus": "opus-20kbps"}
@@ -74,6 +75,7 @@ class AugmentOptions:
     speeds: tuple[float, ...] = ()
     noises: tuple[str, ...] = ()
     snr: tuple[float, float] = (5.0, 20.0)
+    babble_pool: int = BABBLE_POOL
     musan: str | None = None
     reverb: bool = False
     rir_list: str | None = None
@@ -93,6 +95,8 @@ class AugmentOptions:
                 raise LreError(f"--noise: unknown type '{n}' (one of {', '.join(NOISE_TYPES)})")
             if n.startswith("musan") and not self.musan:
                 raise LreError(f"--noise {n} needs --musan DIR")
+        if self.babble_pool < 2:
+            raise LreError(f"--babble-pool: need at least 2 utterances, got {self.babble_pool}")
         lo, hi = self.snr
         if not lo <= hi:
             raise LreError(f"--snr: low end {lo:g} is above high end {hi:g}")
@@ -371,7 +375,7 @@ class _Sources:
             from lre.data.datadir import iter_audio
 
             rng = np.random.default_rng([self.opts.seed, zlib.crc32(b"babble-pool")])
-            pick = sorted(rng.permutation(len(self.utts))[:BABBLE_POOL].tolist())
+            pick = sorted(rng.permutation(len(self.utts))[:self.opts.babble_pool].tolist())
             chosen = [self.utts[i] for i in pick]
             self._babble = {}
             for utt, wave in iter_audio(self.dd, self.opts.sample_rate, chosen):
@@ -725,6 +729,9 @@ def cli_augment_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", default=None,
                         help=f"noise types drawn per utterance: {','.join(NOISE_TYPES)}")
     parser.add_argument("--snr", default="5:20", help="SNR range in dB, LOW:HIGH (default 5:20)")
+    parser.add_argument("--babble-pool", type=int, default=BABBLE_POOL,
+                        help=f"source utterances babble is drawn from (default {BABBLE_POOL}; "
+                             "they are held in memory)")
     parser.add_argument("--musan", default=None,
                         help="MUSAN folder (music/, noise/, speech/); adds noise type musan")
     parser.add_argument("--reverb", action="store_true", help="add a reverberated copy")
@@ -755,6 +762,7 @@ def cli_augment(args: argparse.Namespace) -> int:
         noises.append("musan")
     opts = AugmentOptions(
         speeds=speeds, noises=tuple(noises), snr=_range(args.snr, "--snr"),
+        babble_pool=args.babble_pool,
         musan=args.musan, reverb=args.reverb or bool(args.rir_list), rir_list=args.rir_list,
         rt60=_range(args.rt60, "--rt60"), telephone=args.telephone,
         tel_codecs=tuple(_list(args.tel_codecs)),

@@ -124,6 +124,20 @@ def test_noise_snr_is_in_range(src, tmp_path, noise):
             assert utt not in aug[f"noise-{utt}"].split("src=")[1].split("+")
 
 
+def test_babble_pool_bounds_the_babble_sources(src, tmp_path):
+    def sources(pool: int) -> set[str]:
+        out = tmp_path / f"pool{pool}"
+        augment_data_dir(src, out, AugmentOptions(noises=("babble",), babble_pool=pool, seed=4,
+                                                  keep_original=False))
+        return {u for desc in read_table(out / "utt2aug").values()
+                for u in desc.split("src=")[1].split()[0].split("+")}
+
+    assert sources(64) == set(GOOD)  # three others for each of the four
+    assert len(sources(3)) <= 3 and sources(3) < set(GOOD)
+    with pytest.raises(LreError, match="--babble-pool"):
+        AugmentOptions(noises=("babble",), babble_pool=1).check()
+
+
 def test_same_seed_same_audio(src, tmp_path):
     opts = AugmentOptions(speeds=(0.9,), noises=("white", "babble"), reverb=True, seed=5)
     a = augment_data_dir(src, tmp_path / "a", opts)

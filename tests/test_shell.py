@@ -202,8 +202,9 @@ def test_conf_sh_holds_only_what_differs_from_run_sh() -> None:
 
 @pytest.mark.parametrize("front_end, speed", [("fbank", True), ("whisper-base", False)])
 def test_synth_conf_sh_adds_speed_copies_for_fbank_only(front_end: str, speed: bool) -> None:
-    """The fbank recipe trains on speed-perturbed copies too; the Whisper-base variant keeps
-    the copies it was measured on. Sourced under set -e as run.sh does: it must return 0."""
+    """The fbank recipe trains on speed-perturbed copies too, its noise copies at 0-15 dB; the
+    Whisper-base variant keeps the copies it was measured on. Sourced under set -e as run.sh
+    does: it must return 0."""
     script = (f"set -euo pipefail; front_end={front_end}; . recipes/synth/conf.sh; "
               'printf "%s\\n" "$train_augment_opts"')
     proc = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True)
@@ -211,6 +212,7 @@ def test_synth_conf_sh_adds_speed_copies_for_fbank_only(front_end: str, speed: b
     opts = proc.stdout.strip()
     assert opts.startswith("--speed 0.9,1.1 ") == speed, opts
     assert "--noise babble,pink,white" in opts and "--telephone" in opts
+    assert ("--snr 0:15" if speed else "--snr 0:20") in opts.split(" --reverb")[0], opts
 
 
 def test_run_sh_names_the_model_config(tmp_path: Path) -> None:
