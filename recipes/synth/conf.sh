@@ -21,5 +21,5 @@ train_augment_opts="--noise babble,pink,white --snr 0:20 --reverb --rt60 0.2:1.0
 # The Whisper-base variant was measured on the four copies at 0-20 dB and keeps them;
 # switching front ends in one data dir remakes data/train_aug (stage 0, a minute).
 if [ "$front_end" = fbank ]; then
-  train_augment_opts="--speed 0.9,1.1 ${train_augment_opts/--snr 0:20/--snr 0:15}"
+  train_augment_opts="--speed 0.9,1.1 --noise babble,pink,white --snr 0:15 --reverb --rt60 0.2:1.0 --telephone"
 fi
