@@ -7,6 +7,10 @@ Subcommands (every figure printed with the number of utterances it rests on):
   regression trained on a train set (``--train-share`` of it, 0.5 by default) and tested on
   each given set. ``--pad`` instead encodes ``--per-lang`` utterances per language of the
   train and dev sets twice, unpadded and padded to 30 s, and compares the probe on dev.
+- ``layers``: which hidden layer of Whisper base to use: the mean and standard deviation
+  of every hidden state (the input embedding, layers 1-6) of ``--per-lang`` clean training
+  utterances per language and of their ``--copies`` in ``--train`` (the recipe's training
+  copies), a logistic regression per layer (and per mean of layers), tested on each set.
 - ``zeroshot``: Whisper-base's own language detection (faster-whisper ``detect_language``:
   a 30 s encoder pass and one decoder step per file), restricted to the model's languages,
   on ``--per-lang`` utterances per language of each set.
@@ -21,6 +25,8 @@ Subcommands (every figure printed with the number of utterances it rests on):
 Usage:
     .venv/bin/python bench/frontends.py probe --train data_whisper_base/train \\
         data_whisper_base/{dev,test,test_noisy,test_reverb,test_tel,test_human}
+    .venv/bin/python bench/frontends.py layers --clean data/train --train data/train_aug \
+        data/{dev,dev_noisy,dev_reverb,dev_tel}
     .venv/bin/python bench/frontends.py zeroshot --langs-of exp/hgru_whisper_base data/test ...
     .venv/bin/python bench/frontends.py speed --model exp/hgru_whisper_base data/test
     .venv/bin/python bench/frontends.py loader --stored data_whisper_base/train \
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import random
 import resource
 import subprocess
 import sys
@@ -123,6 +130,65 @@ def _probe_padding(args: argparse.Namespace) -> None:
         print(f"probe on {data['dev']} ({len(labels['dev'])} utterances), trained on "
               f"{len(labels['train'])}: {'padded to 30 s' if pad else 'unpadded'} "
               f"{100 * acc:.2f} %")
+
+
+_LAYER_SETS = [(i,) for i in range(7)] + [(3, 4), (4, 5), (3, 4, 5), (4, 5, 6), (2, 3, 4, 5, 6)]
+
+
+def _layer_stats(data: Path, utts: list[str], threads: int) -> np.ndarray:
+    """``(utts, 7, 2 * dim)``: mean and std of each hidden state of each utterance."""
+    from lre.data.datadir import DataDir, load_utterance
+    from lre.features.encoders import EncoderOptions, num_states
+    from lre.features.encoders.whisper_layers import WhisperLayersEncoder
+
+    enc = WhisperLayersEncoder(EncoderOptions(layer="6", threads=threads))
+    dd = DataDir.load(data)
+    out = []
+    for u in utts:
+        wave = load_utterance(dd, u, 16000)
+        wave = np.pad(wave, (0, num_states(len(wave)) * 320 - len(wave)))
+        out.append(np.stack([_pooled(h.numpy()) for h in enc.hidden_states(wave)]))
+    return np.stack(out)
+
+
+def cmd_layers(args: argparse.Namespace) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    # The first --per-lang of each language in a seeded shuffle of the clean set's ids.
+    utt2lang = read_table(Path(args.clean) / "utt2lang")
+    order = sorted(utt2lang)
+    random.Random(0).shuffle(order)
+    taken: dict[str, int] = {}
+    clean = []
+    for u in order:
+        if taken.setdefault(utt2lang[u], 0) < args.per_lang:
+            taken[utt2lang[u]] += 1
+            clean.append((u, utt2lang[u]))
+    clean.sort()
+    copies = read_table(Path(args.train) / "utt2lang")
+    train = [(f"{k}-{u}", v) for k in args.copies.split(",") for u, v in clean
+             if f"{k}-{u}" in copies]
+    x = np.concatenate([_layer_stats(Path(args.clean), [u for u, _ in clean], args.threads),
+                        _layer_stats(Path(args.train), [u for u, _ in train], args.threads)])
+    y = [v for _, v in clean + train]
+    tests = {}
+    for d in map(Path, args.sets):
+        utts = _utts_by_lang(d, None)
+        tests[d.name] = (_layer_stats(d, [u for u, _ in utts], args.threads),
+                         np.array([v for _, v in utts]))
+    print(f"linear probe per hidden state, trained on {len(y)} utterances "
+          f"({len(clean)} of {args.clean} and their copies); accuracy %, utterances: "
+          + ", ".join(f"{k} {len(v[1])}" for k, v in tests.items()))
+    print("layers\t" + "\t".join(tests) + "\tmean")
+    for layers in _LAYER_SETS:
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+        clf.fit(x[:, list(layers)].mean(1), y)
+        accs = [100 * np.mean(clf.predict(tx[:, list(layers)].mean(1)) == ty)
+                for tx, ty in tests.values()]
+        print("-".join(map(str, layers)) + "\t" + "\t".join(f"{a:.2f}" for a in accs)
+              + f"\t{np.mean(accs):.2f}", flush=True)
 
 
 def _whisper(threads: int):
@@ -289,6 +355,13 @@ def main() -> None:
     a.add_argument("--pad", action="store_true")
     a.add_argument("--per-lang", type=int, default=10)
     a.add_argument("sets", nargs="+")
+    a = sub.add_parser("layers")
+    a.add_argument("--clean", required=True, help="the clean training set")
+    a.add_argument("--train", required=True, help="the training copies (ids kind-utt)")
+    a.add_argument("--copies", default="noise,reverb,tel")
+    a.add_argument("--per-lang", type=int, default=80)
+    a.add_argument("--threads", type=int, default=2)
+    a.add_argument("sets", nargs="+")
     a = sub.add_parser("zeroshot")
     a.add_argument("--langs-of", default=None, help="a model dir: its lang2id")
     a.add_argument("--per-lang", type=int, default=10)
@@ -306,7 +379,7 @@ def main() -> None:
     a.add_argument("--batches", type=int, default=20)
     a.add_argument("--workers", default="0,1,2")
     args = p.parse_args()
-    {"probe": cmd_probe, "zeroshot": cmd_zeroshot, "speed": cmd_speed,
+    {"probe": cmd_probe, "layers": cmd_layers, "zeroshot": cmd_zeroshot, "speed": cmd_speed,
      "loader": cmd_loader}[args.cmd](args)
 
 

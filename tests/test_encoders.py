@@ -158,6 +158,45 @@ def test_long_recordings_are_windows_from_the_start_read_at_once_or_by_blocks(sp
     np.testing.assert_array_equal(short, extract(speech[:30000], cfg)[0])
 
 
+@needs_whisper
+def test_whisper_layers_in_torch_match_ctranslate2_and_average(speech):
+    from lre.features.encoders.whisper import WhisperEncoder
+    from lre.features.encoders.whisper_layers import WhisperLayersEncoder
+
+    n = num_states(len(speech))
+    ct2 = WhisperEncoder(EncoderOptions(compute_type="float32")).states(speech, n)
+    torch_enc = WhisperLayersEncoder(EncoderOptions(layer="6"))
+    hidden = torch_enc.hidden_states(np.pad(speech, (0, n * 320 - len(speech))))
+    assert len(hidden) == 7 and all(h.shape == (n, 512) for h in hidden)
+    # The last hidden state is CTranslate2's output (float32 both), to float rounding.
+    np.testing.assert_allclose(torch_enc.states(speech, n), ct2, atol=1e-3)
+    mid = WhisperLayersEncoder(EncoderOptions(layer="3-5")).states(speech, n)
+    np.testing.assert_allclose(mid, torch.stack(hidden[3:6]).mean(0).numpy(), atol=1e-5)
+    assert np.abs(mid - ct2).mean() > 0.1
+    # Normalised per state before the mean (S3PRL's featurizer): layer 3 alone, to N(0, 1).
+    normed = WhisperLayersEncoder(EncoderOptions(layer="3", layer_norm=True)).states(speech, n)
+    np.testing.assert_allclose(normed.mean(1), 0, atol=1e-4)
+    np.testing.assert_allclose(normed.std(1), 1, atol=1e-3)
+    np.testing.assert_allclose(
+        normed, torch.nn.functional.layer_norm(hidden[3], (512,)).numpy(), atol=1e-5)
+    # Through the feature pipeline: a middle layer is a whisper feature like the last.
+    cfg = dataclasses.replace(WHISPER, encoder=EncoderOptions(layer="4"))
+    feats, _ = extract(speech, cfg)
+    np.testing.assert_allclose(feats, hidden[4].numpy(), atol=1e-5)
+    with pytest.raises(LreError, match="hidden states 0..6, not 7"):
+        WhisperLayersEncoder(EncoderOptions(layer="7"))
+
+
+def test_a_file_that_is_not_a_ctranslate2_model_is_refused_in_one_line(tmp_path):
+    from lre.features.encoders.whisper_layers import read_ct2_variables
+
+    bad = tmp_path / "model.bin"
+    bad.write_bytes(b"\x06\x00\x00\x00\xff\xff" + b"x" * 10)
+    with pytest.raises(LreError, match="not a CTranslate2 model file") as e:
+        read_ct2_variables(bad)
+    assert "\n" not in str(e.value)
+
+
 def test_state_energy_is_kaldis_raw_log_energy_on_the_20ms_grid():
     rng = np.random.default_rng(0)
     wave = (0.1 * rng.standard_normal(1000)).astype(np.float32)
@@ -180,9 +219,8 @@ def test_encoder_feature_config_round_trips_and_rejects_bad_options(tmp_path):
     assert FeatureConfig.from_dict(json.loads(json.dumps(d))) == cfg
     assert "encoder" not in FeatureConfig().to_dict()  # fbank configs are as before
     conf = tmp_path / "whisper_base.conf"
-    conf.write_text("--feature-type=whisper\n--model=whisper-base\n--layer=3\n")
-    with pytest.raises(LreError, match="only the last encoder layer"):
-        FeatureConfig.from_files(conf)
+    conf.write_text("--feature-type=whisper\n--model=whisper-base\n--layer=3-5\n")
+    assert FeatureConfig.from_files(conf).encoder.layers() == (3, 4, 5)
     conf.write_text("--feature-type=whisper\n--num-mel-bins=40\n")
     with pytest.raises(LreError, match="unknown option --num-mel-bins"):
         FeatureConfig.from_files(conf)
@@ -217,6 +255,11 @@ def test_a_tiny_transformers_encoder_runs_through_the_same_path(tiny_wav2vec2, t
     feats, vad = extract(wave, cfg)
     assert feats.shape == (num_states(len(wave)), 16) and vad.shape == (len(feats),)
     np.testing.assert_array_equal(extract(wave, cfg)[0], feats)
+    # Each layer normalised per state before the mean: the mean of two N(0, 1) rows.
+    normed, _ = extract(wave, dataclasses.replace(
+        cfg, encoder=dataclasses.replace(cfg.encoder, layer_norm=True)))
+    np.testing.assert_allclose(normed.mean(1), 0, atol=1e-5)
+    assert not np.allclose(normed, feats) and 0.5 < normed.std(1).min() <= 1.0 + 1e-4
     # Through stage 1: feats.scp, frame rate and checksum in feats_config.json.
     from lre.data.datadir import DataDir
 

@@ -43,9 +43,13 @@ class EncoderOptions:
     ``model``: a directory (faster-whisper's layout for ``whisper``, a transformers
     checkpoint for ``transformers``) or a name that ``lre pretrained`` installs
     (``whisper-base``). ``layer``: ``last``, a hidden-state index (0 = the input
-    embeddings; transformers only) or several joined by ``,`` or a range ``a-b``, whose mean
-    is taken. ``pad_to_window``: pad every window to ``window_seconds`` before encoding (as
-    Whisper's decoder expects) instead of encoding only the audio there is.
+    embeddings; for ``whisper`` a layer other than the last runs in torch from the same
+    weights, ``encoders/whisper_layers.py``) or several joined by ``,`` or a range ``a-b``,
+    whose mean is taken. ``pad_to_window``: pad every window to ``window_seconds`` before
+    encoding (as Whisper's decoder expects) instead of encoding only the audio there is.
+    ``layer_norm``: normalise each chosen hidden state per state to zero mean and unit
+    variance over its values (no learned scale or shift, as S3PRL's featurizer does) before
+    the mean: a middle layer's values are not normalised by the encoder itself.
     ``storage``: ``float32`` or Kaldi's ``compressed`` matrices (1 byte per value), or
     ``none``: stage 1 stores only the VAD and the readers encode the audio of ``wav.scp``
     when they read an utterance (for corpora whose states would not fit on disk).
@@ -59,6 +63,7 @@ class EncoderOptions:
     device: str = "auto"
     threads: int = 0
     pad_to_window: bool = False
+    layer_norm: bool = False
     window_seconds: float = 30.0
     storage: str = "compressed"
     sha256: str = ""
@@ -87,9 +92,6 @@ class EncoderOptions:
             self.layers()
         except LreError as e:
             problems.append(str(e))
-        if kind == "whisper" and self.layer != "last":
-            problems.append("CTranslate2 gives only the last encoder layer: use --layer=last "
-                            "(or --feature-type=transformers for other layers)")
         if problems:
             raise LreError(f"{kind} options: " + "; ".join(problems))
 
@@ -164,10 +166,14 @@ def load_encoder(kind: str, options: EncoderOptions) -> SpeechEncoder:
     # A model loaded before a fork (a loader worker) is not used by the child: the key
     # holds the process id.
     key = (os.getpid(), kind, options.model, options.layer, options.compute_type, options.device,
-           options.threads, options.pad_to_window, options.window_seconds)
+           options.threads, options.pad_to_window, options.window_seconds, options.layer_norm)
     enc = _CACHE.get(key)
     if enc is None:
-        if kind == "whisper":
+        if kind == "whisper" and options.layers():
+            # CTranslate2 returns only the last layer: the others run in torch.
+            from lre.features.encoders.whisper_layers import WhisperLayersEncoder
+            enc = WhisperLayersEncoder(options)
+        elif kind == "whisper":
             from lre.features.encoders.whisper import WhisperEncoder
             enc = WhisperEncoder(options)
         else:

@@ -38,6 +38,7 @@ class TransformersEncoder:
         self._device = torch.device(device)
         self._model.to(self._device)
         self._layers = options.layers()
+        self._layer_norm = options.layer_norm
         self._torch = torch
         self.sha256 = weights_sha256(name)
         self.dim = int(config.d_model if self._whisper else config.hidden_size)
@@ -63,7 +64,10 @@ class TransformersEncoder:
             if bad:
                 raise LreError(f"--layer: the model has hidden states 0..{len(hidden) - 1}, "
                                f"not {bad[0]}")
-            x = self._torch.stack([hidden[i] for i in self._layers]).mean(0)
+            chosen = [hidden[i] for i in self._layers]
+            if self._layer_norm:
+                chosen = [self._torch.nn.functional.layer_norm(h, h.shape[-1:]) for h in chosen]
+            x = self._torch.stack(chosen).mean(0)
         else:
             x = out.last_hidden_state
         return np.ascontiguousarray(x[0, :num_states].float().cpu().numpy(), np.float32)
