@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lre.features.encoders import EncoderOptions
+from lre.features.encoders import STATE_SAMPLES, EncoderOptions
 from lre.pretrained import resolve_model_dir
 from lre.utils import LreError
 
@@ -119,6 +119,7 @@ class WhisperLayersEncoder:
     def __init__(self, options: EncoderOptions) -> None:
         try:
             import torch
+            import transformers  # noqa: F401  (load_whisper_encoder's modules)
             from faster_whisper.feature_extractor import FeatureExtractor
         except ImportError:
             raise LreError("the whisper front end needs faster-whisper and transformers: "
@@ -165,7 +166,6 @@ class WhisperLayersEncoder:
         return [h[0].cpu() for h in hidden]
 
     def states(self, wave: np.ndarray, num_states: int) -> np.ndarray:
-        from lre.features.encoders import STATE_SAMPLES
         wave = np.pad(wave, (0, num_states * STATE_SAMPLES - len(wave)))
         hidden = self.hidden_states(wave, max(self._layers))
         chosen = [hidden[i] for i in self._layers]
