@@ -138,7 +138,7 @@ _LAYER_SETS = [(i,) for i in range(7)] + [(3, 4), (4, 5), (3, 4, 5), (4, 5, 6), 
 def _layer_stats(data: Path, utts: list[str], threads: int) -> np.ndarray:
     """``(utts, 7, 2 * dim)``: mean and std of each hidden state of each utterance."""
     from lre.data.datadir import DataDir, load_utterance
-    from lre.features.encoders import EncoderOptions, num_states
+    from lre.features.encoders import EncoderOptions
     from lre.features.encoders.whisper_layers import WhisperLayersEncoder
 
     enc = WhisperLayersEncoder(EncoderOptions(layer="6", threads=threads))
@@ -146,7 +146,6 @@ def _layer_stats(data: Path, utts: list[str], threads: int) -> np.ndarray:
     out = []
     for u in utts:
         wave = load_utterance(dd, u, 16000)
-        wave = np.pad(wave, (0, num_states(len(wave)) * 320 - len(wave)))
         out.append(np.stack([_pooled(h.numpy()) for h in enc.hidden_states(wave)]))
     return np.stack(out)
 

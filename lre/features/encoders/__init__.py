@@ -198,6 +198,17 @@ def resolve(kind: str, options: EncoderOptions) -> EncoderOptions:
     return out
 
 
+def mean_of_layers(hidden, layers: tuple[int, ...], layer_norm: bool):
+    """The mean of ``hidden[i]`` (torch tensors ``(..., dim)``) over ``layers``, each first
+    normalised over its last axis when ``layer_norm`` (``EncoderOptions.layer_norm``)."""
+    import torch
+
+    chosen = [hidden[i] for i in layers]
+    if layer_norm:
+        chosen = [torch.nn.functional.layer_norm(h, h.shape[-1:]) for h in chosen]
+    return torch.stack(chosen).mean(0)
+
+
 def encode_window(enc: SpeechEncoder, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """States ``(n, dim)`` and log-energies ``(n,)`` of one window (``n = num_states``)."""
     n = num_states(len(wave))

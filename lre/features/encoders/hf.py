@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lre.features.encoders import SAMPLE_RATE, STATE_SAMPLES, EncoderOptions
+from lre.features.encoders import SAMPLE_RATE, STATE_SAMPLES, EncoderOptions, mean_of_layers
 from lre.pretrained import weights_sha256
 from lre.utils import LreError
 
@@ -64,10 +64,7 @@ class TransformersEncoder:
             if bad:
                 raise LreError(f"--layer: the model has hidden states 0..{len(hidden) - 1}, "
                                f"not {bad[0]}")
-            chosen = [hidden[i] for i in self._layers]
-            if self._layer_norm:
-                chosen = [self._torch.nn.functional.layer_norm(h, h.shape[-1:]) for h in chosen]
-            x = self._torch.stack(chosen).mean(0)
+            x = mean_of_layers(hidden, self._layers, self._layer_norm)
         else:
             x = out.last_hidden_state
         return np.ascontiguousarray(x[0, :num_states].float().cpu().numpy(), np.float32)

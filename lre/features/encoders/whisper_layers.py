@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lre.features.encoders import STATE_SAMPLES, EncoderOptions
+from lre.features.encoders import STATE_SAMPLES, EncoderOptions, mean_of_layers, num_states
 from lre.pretrained import resolve_model_dir
 from lre.utils import LreError
 
@@ -145,9 +145,11 @@ class WhisperLayersEncoder:
     def hidden_states(self, wave: np.ndarray, upto: int | None = None) -> list:
         """The hidden states ``(states, dim)`` of ``wave`` up to index ``upto`` (all when
         None): the input embedding, then each layer's output, the last one after the final
-        layer norm. Layers above ``upto`` are not run."""
+        layer norm. Layers above ``upto`` are not run. ``wave`` is zero-padded to whole
+        20 ms states first, so there is one per ``num_states(len(wave))``."""
         enc, torch = self._encoder, self._torch
         top = len(enc.layers) if upto is None else upto
+        wave = np.pad(wave, (0, num_states(len(wave)) * STATE_SAMPLES - len(wave)))
         mel = torch.from_numpy(np.ascontiguousarray(self._mel(wave, padding=0), np.float32))
         mel = mel.to(self._device)
         with torch.inference_mode():
@@ -166,10 +168,6 @@ class WhisperLayersEncoder:
         return [h[0].cpu() for h in hidden]
 
     def states(self, wave: np.ndarray, num_states: int) -> np.ndarray:
-        wave = np.pad(wave, (0, num_states * STATE_SAMPLES - len(wave)))
         hidden = self.hidden_states(wave, max(self._layers))
-        chosen = [hidden[i] for i in self._layers]
-        if self._layer_norm:
-            chosen = [self._torch.nn.functional.layer_norm(h, h.shape[-1:]) for h in chosen]
-        x = self._torch.stack(chosen).mean(0)
+        x = mean_of_layers(hidden, self._layers, self._layer_norm)
         return np.ascontiguousarray(x[:num_states].numpy(), np.float32)
