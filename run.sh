@@ -131,6 +131,8 @@ dev_set=dev
 test_set=test
 dev_oos_set=dev_oos   # other languages than the corpus's: the open-set operating point
 dev_cs_set=dev_cs     # code-switched dev recordings (with ref.rttm): the turn decoder's settings
+dev_sets=             # dev conditions (e.g. dev_noisy): scored and evaluated like the test
+                      # sets, and shown with dev above them in the conditions table
 feat_conf=features/fbank.conf
 vad_conf=features/vad.conf
 cmvn_conf=features/cmvn.conf
@@ -258,8 +260,9 @@ force_opt=(); $force && force_opt=(--force)
 # The set trained on: the augmented copy of the training set when augmentation is asked for.
 train_data=$train_set
 [ -n "$train_augment_opts" ] && train_data=${train_set}_aug
-# present_tests: the listed test sets that have a data dir (each missing one said once).
-present_tests=()
+# present_tests, present_devs: the listed test sets and dev conditions that have a data dir
+# (each missing one said once).
+present_tests=() present_devs=()
 tests_checked=false
 check_test_sets() {
   $tests_checked && return 0
@@ -272,6 +275,15 @@ check_test_sets() {
       present_tests+=("$s")
     else
       log "test set $s: no $data_dir/$s; skipped"
+    fi
+  done
+  for s in $dev_sets; do
+    if [ "$s" = "$dev_set" ] || [[ " ${present_devs[*]} ${present_tests[*]} " == *" $s "* ]]; then
+      continue  # dev itself, or listed already
+    elif [ -d "$data_dir/$s" ]; then
+      present_devs+=("$s")
+    else
+      log "dev set $s: no $data_dir/$s; skipped"
     fi
   done
 }
@@ -288,7 +300,8 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
       --nj "$nj" --seed "$seed" "${corpus_opt[@]}" $prepare_opts "$data_dir"
     check_test_sets
     oos_dev=(); [ -d "$data_dir/$dev_oos_set" ] && oos_dev=("$dev_oos_set")
-    for s in "$train_set" "$dev_set" ${oos_dev[@]+"${oos_dev[@]}"} "${present_tests[@]}"; do
+    for s in "$train_set" "$dev_set" ${oos_dev[@]+"${oos_dev[@]}"} \
+             ${present_devs[@]+"${present_devs[@]}"} "${present_tests[@]}"; do
       run_logged "$exp_dir/log/validate_$s.log" lre validate "$data_dir/$s"
     done
     touch "$done_flag"
@@ -318,7 +331,7 @@ cs_dev=(); [ -f "$data_dir/$dev_cs_set/ref.rttm" ] && cs_dev=("$dev_cs_set")
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   for s in "$train_data" "$dev_set" ${oos_dev[@]+"${oos_dev[@]}"} ${cs_dev[@]+"${cs_dev[@]}"} \
-           "${present_tests[@]}"; do
+           ${present_devs[@]+"${present_devs[@]}"} "${present_tests[@]}"; do
     [ "$feat_data" = "$data_dir" ] || copy_data_dir "$data_dir/$s" "$feat_data/$s"
     log "stage 1: features ($front_end) for $feat_data/$s"
     # make_feats.sh itself skips utterances whose features are complete.
@@ -379,7 +392,7 @@ elif [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  log "stage 3: score $dev_set, fit calibration, score ${present_tests[*]}"
+  log "stage 3: score $dev_set, fit calibration, score ${present_devs[*]} ${present_tests[*]}"
   # A new calibration changes every test set's scores: they are all scored again.
   rescore=$force
   # score_data SET: the data dir(s) lre score reads for SET (a fusion: each model's own).
@@ -444,7 +457,10 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
       --scores-dir "$model_dir/$dev_cs_set" --data "$feat_data/$dev_cs_set" --sweep \
       --nj "$nj" --save "$model_dir/segment.json"
   fi
-  for s in "${present_tests[@]}"; do
+  scored=(${present_devs[@]+"${present_devs[@]}"} "${present_tests[@]}")
+  # A fusion's dev scores are its models'; its own dev goes in the conditions table.
+  [ "$model" = fusion ] && [ ${#present_devs[@]} -gt 0 ] && scored=("$dev_set" "${scored[@]}")
+  for s in "${scored[@]}"; do
     if [ -f "$model_dir/$s/attention.jsonl" ] && ! $rescore; then
       log "stage 3: $model_dir/$s/attention.jsonl exists; skipping (use --force)"
       continue
@@ -464,7 +480,11 @@ evaluate_set() {
 }
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   evaluated=()
-  for s in "${present_tests[@]}"; do
+  # With dev conditions, dev and they head the table (dev's figures are those of the set
+  # that chose the checkpoint and fitted the calibration).
+  eval_sets=("${present_tests[@]}")
+  [ ${#present_devs[@]} -gt 0 ] && eval_sets=("$dev_set" "${present_devs[@]}" "${eval_sets[@]}")
+  for s in "${eval_sets[@]}"; do
     eval_args=(--scores-dir "$model_dir/$s" --data "$feat_data/$s")
     [ -n "$unknown_threshold" ] && eval_args+=(--unknown-threshold "$unknown_threshold")
     [ -f "$model_dir/segment.json" ] && eval_args+=(--decoder "$model_dir/segment.json")
@@ -497,7 +517,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   done
   wait_jobs
   if [ ${#evaluated[@]} -gt 0 ]; then
-    log "stage 4: conditions table of ${present_tests[*]} -> $model_dir/report.md"
+    log "stage 4: conditions table of ${eval_sets[*]} -> $model_dir/report.md"
     # A fusion is set side by side with each model it fuses (those evaluated by stage 4).
     compare=()
     for d in ${fused_dirs[@]+"${fused_dirs[@]}"}; do

@@ -193,7 +193,34 @@ def ablation(dirs: list[Path]) -> str:
             f"{fmt(test['EER'], 100, 2)} | {fmt(test['minCavg'], 100, 2)} | "
             f"{fmt(test['Cllr'], 1, 3)} | {fmt(test.get('Cllr_mc'), 1, 3)} |")
     means = seed_means(rows)
-    return "\n".join(out) + "\n" + ("\nMeans over seeds:\n\n" + means if means else "")
+    conditions = condition_accuracies(dirs, [str(r["name"]) for r in rows])
+    return ("\n".join(out) + "\n" + ("\nMeans over seeds:\n\n" + means if means else "")
+            + ("\nAccuracy (%) per condition:\n\n" + conditions if conditions else ""))
+
+
+#: The sets of the per-condition table of the ablation, when a variant has them evaluated.
+DEV_CONDITIONS = ("dev", "dev_noisy", "dev_reverb", "dev_tel")
+TEST_CONDITIONS = ("test", "test_noisy", "test_reverb", "test_tel", "test_human")
+
+
+def condition_accuracies(dirs: list[Path], names: list[str]) -> str:
+    """Accuracy of each variant on the dev conditions (and their mean: what chooses) and on
+    the test conditions, for the sets every variant has a results.json of."""
+    sets = [s for s in DEV_CONDITIONS + TEST_CONDITIONS
+            if all((d / s / "results.json").is_file() for d in dirs)]
+    devs = [s for s in sets if s in DEV_CONDITIONS]
+    if len(sets) <= 2:
+        return ""
+    head = sets[:len(devs)] + (["dev mean"] if len(devs) > 1 else []) + sets[len(devs):]
+    out = ["| variant | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+    for d, name in zip(dirs, names, strict=True):
+        acc = {s: json.loads((d / s / "results.json").read_text())["accuracy"] for s in sets}
+        cells = [fmt(acc[s], 100, 2) for s in devs]
+        if len(devs) > 1:
+            cells.append(fmt(sum(acc[s] for s in devs) / len(devs), 100, 2))
+        cells += [fmt(acc[s], 100, 2) for s in sets[len(devs):]]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The HGRU ablation: train each variant by the recipe (stage 2 of ./run.sh, the recipe's
-# conf/hgru.yaml with the variant's --set overrides), score dev and test, and write one table
-# (bench/compare_models.py ablation): best dev accuracy (what chooses), test accuracy, EER,
-# min-Cavg, parameters, seconds per epoch and training time.
+# conf/hgru.yaml with the variant's --set overrides), score dev and test (and their
+# conditions, where the data dir has them), and write one table (bench/compare_models.py
+# ablation): best dev accuracy (what chooses), test accuracy, EER, min-Cavg, parameters,
+# seconds per epoch and training time, then the accuracy on each condition.
 #
 #   bench/hgru_variants.sh                                   # every variant below
 #   bench/hgru_variants.sh --variants "base stats" --exp-dir exp_variants
@@ -13,7 +14,10 @@
 # A variant is "name:key=value,key=value" (keys of `lre train --set`) over the recipe as it
 # is now; a variant whose model dir already has final.pt is only re-scored. "nofront" is the
 # recipe without its convolutional front (36 epochs), on which conv2_stats ... heads4 were
-# measured: add model.front=none,train.epochs=36 to them to repeat those figures.
+# measured: add model.front=none,train.epochs=36 to them to repeat those figures. The
+# variants above "overlap" were measured over the recipe with overlapping level-1 windows:
+# add model.window_shift=10,model.segment_windows=10 (and train.epochs=19 where they set
+# no epochs) to repeat theirs.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -78,6 +82,16 @@ all_variants=(
   # recipe's number of steps
   "e19:train.epochs=19"
   "e19_seed1:train.epochs=19,train.seed=1"
+  # level-1 windows side by side instead of overlapping by half (window_shift = window:
+  # level 1 runs over each frame once, 30% less time a step), the time spent on more
+  # epochs or a wider level 1; still 1 s segments (5 windows of 200 ms). nov_e32 is the
+  # recipe now; "overlap" the recipe before it
+  "overlap:model.window_shift=10,model.segment_windows=10,train.epochs=19"
+  "nov_e27:model.window_shift=20,model.segment_windows=5,train.epochs=27"
+  "nov_h96_e22:model.window_shift=20,model.segment_windows=5,model.hidden1=96,train.epochs=22"
+  "nov_k3_h96_e23:model.window_shift=20,model.segment_windows=5,model.front_kernel=3,model.hidden1=96,train.epochs=23"
+  "nov_e32:model.window_shift=20,model.segment_windows=5,train.epochs=32"
+  "nov_e32_seed1:model.window_shift=20,model.segment_windows=5,train.epochs=32,train.seed=1"
 )
 variants=
 recipe=synth
@@ -95,7 +109,7 @@ while [ $# -gt 0 ]; do
     --epochs) epochs=$2; shift 2 ;;
     --front-end) front_end=$2; shift 2 ;;
     --train-augment-opts) train_augment_opts=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "hgru_variants.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -131,7 +145,10 @@ for spec in "${all_variants[@]}"; do
       --stop-stage 2 ${overrides:+--train-opts "--set $overrides"} \
       > "$dir.log" 2>&1 || { log "$name failed: see $dir.log"; continue; }
   fi
-  for s in dev test; do
+  # dev and test, and the conditions of each that the data dir has (bench/compare_models.py
+  # tabulates their accuracy beside the dev and test figures)
+  for s in dev test dev_noisy dev_reverb dev_tel test_noisy test_reverb test_tel test_human; do
+    [ -s "$feat_data/$s/feats.scp" ] || continue
     "$lre" score --model-dir "$model_dir" --data "$feat_data/$s" --out "$model_dir/$s" \
       > "$model_dir/log/score_$s.log" 2>&1
     "$lre" evaluate --scores-dir "$model_dir/$s" --data "$feat_data/$s" \

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -297,3 +299,44 @@ def test_ktuberling_real_recordings(tmp_path: Path) -> None:
     info = json.loads((out / "ktuberling_info.json").read_text())
     if "sr" in info["langs"]:
         assert info["langs"]["sr"]["distinct_words"] == len(list((REAL_SOUNDS / "sr").iterdir()))
+
+
+# ------------------------------------------------------------------ the recipe's dev conditions
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_synth_recipe_builds_dev_conditions_from_dev(tmp_path: Path) -> None:
+    """prepare.sh makes dev_noisy, dev_reverb and dev_tel of every dev utterance (babble of
+    dev utterances only, draws other than the test conditions'); --no-dev-conditions not."""
+    root = Path(__file__).resolve().parents[1]
+
+    def prepare(data: Path, *extra: str) -> None:
+        proc = subprocess.run(
+            ["bash", str(root / "recipes" / "synth" / "prepare.sh"), "--langs", "en,fi",
+             "--train-per-lang", "1", "--dev-per-lang", "3", "--test-per-lang", "3",
+             "--oos-per-lang", "0", "--ktuberling", str(tmp_path / "none"), "--no-progress",
+             *extra, str(data)],
+            cwd=root, env=dict(os.environ, PYTHONUNBUFFERED="1"), capture_output=True,
+            text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    data = tmp_path / "data"
+    prepare(data)
+    dev = set(DataDir.load(data / "dev").utt2lang)
+    for kind in ("noisy", "reverb", "tel"):
+        d = data / f"dev_{kind}"
+        validate(d)
+        aug = read_table(d / "utt2aug")
+        sources = {u.split("-", 1)[1] for u in aug}
+        assert sources == dev, kind
+        if kind != "tel":  # other draws of SNR, noise and RIR than the test conditions'
+            test_aug = read_table(data / f"test_{kind}" / "utt2aug")
+            assert not set(aug.values()) & set(test_aug.values()), kind
+    for desc in read_table(data / "dev_noisy" / "utt2aug").values():
+        src = _desc_value(desc, "src")
+        assert src == "-" or all(s in dev for s in src.split("+")), desc
+
+    for kind in ("noisy", "reverb", "tel"):  # again (the corpus's WAVs kept), without them
+        shutil.rmtree(data / f"dev_{kind}")
+    prepare(data, "--no-dev-conditions")
+    assert (data / "test_noisy").is_dir() and not (data / "dev_noisy").exists()

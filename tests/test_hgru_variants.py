@@ -36,6 +36,9 @@ VARIANTS = {
     "local1": {"timeline_context": 1},
     "local2": {"timeline_context": 2, "attention_heads": 2, "pooling": "stats",
                "front": "conv", "front_channels": 7, "front_stride": 2},
+    # level-1 windows side by side (shift = window): 1 s segments of 5 windows, no overlap
+    "tiled": {"window_shift": 20, "segment_windows": 5, "front": "conv", "front_channels": 7,
+              "front_stride": 2, "front_norm": "layer", "segment_pooling": "mean"},
     "all": {"front": "conv", "front_channels": 5, "front_stride": 2, "pooling": "stats",
             "layer_norm": True, "segment_bidirectional": True, "window_bidirectional": True,
             "window_pooling": "stats"},
@@ -72,10 +75,16 @@ def test_shapes_and_masks(variant):
     x = rand(len(lengths), 1065)
     with torch.no_grad():
         out = model(x, lengths, with_segments=True)
+    # a segment every hop frames, a trailing one when half its span is real (tiled: 154
+    # frames hold a second 100-frame segment; 110-frame ones, not)
+    c = model.config
+    hop = c["segment_windows"] * c["window_shift"]
+    span = (c["segment_windows"] - 1) * c["window_shift"] + c["window"]
+    counts = [11, 5, 3, 2, 1] if variant == "tiled" else [11, 5, 3, 1, 1]
     k = out.attention.shape[1]
-    assert out.logits.shape == (5, 4) and k == 11
+    assert out.logits.shape == (5, 4) and k == counts[0]
     assert out.segment_logits.shape == (5, k, 4)
-    assert out.segment_mask.sum(1).tolist() == [11, 5, 3, 1, 1]
+    assert out.segment_mask.sum(1).tolist() == counts
     assert (out.attention[~out.segment_mask] == 0).all()
     assert (out.attention[out.segment_mask] > 0).all()
     assert (out.segment_logits[~out.segment_mask] == 0).all()
@@ -94,9 +103,10 @@ def test_shapes_and_masks(variant):
     else:
         assert out.head_attention is None
     # the geometry users read is in input frames whatever the front's stride
-    assert (model.segment_hop, model.segment_span) == (100, 110)
+    assert (model.segment_hop, model.segment_span) == (hop, span)
+    assert (hop, span) == ((100, 100) if variant == "tiled" else (100, 110))
     assert out.segment_frames[1][out.segment_mask[1]].tolist() == [
-        [0, 110], [100, 210], [200, 310], [300, 410], [400, 510]]
+        [k * hop, k * hop + span] for k in range(5)]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -172,7 +182,7 @@ def loop_segment_vectors(model: HGRU, x: torch.Tensor, lengths: torch.Tensor
 
 @pytest.mark.parametrize("variant", ["conv1", "conv2", "deep", "norm", "bi1", "bi2",
                                      "segmean", "segstats", "winmean", "winstats",
-                                     "bi1mean", "all"])
+                                     "bi1mean", "tiled", "all"])
 def test_batched_levels_equal_per_segment_loop(variant):
     model = tiny(variant)
     frames = 3 * model.segment_hop + 37
@@ -282,7 +292,7 @@ def test_onnx_export_of_the_local_timeline(tmp_path):
                                           ("segstats", "auto"), ("winmean", "auto"),
                                           ("winstats", "auto"), ("bi1mean", "native"),
                                           ("heads3", "auto"), ("heads2stats", "auto"),
-                                          ("all", "native")])
+                                          ("tiled", "auto"), ("all", "native")])
 def test_onnx_export_matches_torch(tmp_path, variant, impl):
     """``impl="native"`` is what ``lre export`` traces."""
     ort = pytest.importorskip("onnxruntime")

@@ -30,6 +30,7 @@ TINY_TRAIN = (
     "--set train.epochs=2 --set train.progress=false --set model.hidden1=16 "
     "--set model.hidden2=16 --set model.hidden3=16 --set model.attention=8 --set model.dense=16 "
     "--set model.segment_pooling=last --set model.front=none --set model.timeline_context=0 "
+    "--set model.window_shift=10 --set model.segment_windows=10 "
     "--set augment.freq_warp=0.15 --set augment.freq_masks=0 --set augment.time_masks=0"
 )
 
@@ -93,9 +94,12 @@ def test_run_sh_all_stages_then_rerun_skips(tmp_path: Path) -> None:
     assert decoder["chosen_on"]["data"] == str(data / "dev_cs")
     seg = json.loads((exp / "test_cs" / "results.json").read_text())["segmentation"]
     assert seg["decoder"] == {k: decoder[k] for k in seg["decoder"]}
-    # the conditions table over the test sets, from each set's results.json
+    # the conditions table over dev, its conditions and the test sets, from each set's
+    # results.json (stage 0 built the dev conditions, stages 1 and 3 scored them)
     combined = json.loads((exp / "results.json").read_text())
-    assert list(combined["conditions"])[0] == "test"
+    assert list(combined["conditions"])[:5] == ["dev", "dev_noisy", "dev_reverb", "dev_tel",
+                                                "test"]
+    assert combined["conditions"]["dev_noisy"]["num_utts"] == 6
     assert combined["conditions"]["test"]["accuracy"] == results["accuracy"]
     assert combined["conditions"]["test"]["raw"]["Cllr"] == results["raw"]["Cllr"]
     assert "| condition | utts |" in proc.stdout and "\n| test | 6 |" in proc.stdout
@@ -136,6 +140,9 @@ def check_fusion(tmp_path: Path) -> None:
                                atol=1e-5)
     combined = json.loads((exp / "fusion" / "results.json").read_text())
     assert list(combined["systems"]) == ["fusion", "hgru", "tdnn"]
+    # the fusion scores dev itself (its calibration is fitted on its models' dev scores)
+    assert list(combined["conditions"])[:2] == ["dev", "dev_noisy"]
+    assert (exp / "fusion" / "dev" / "scores.tsv").is_file()
     assert combined["systems"]["tdnn"]["test"]["accuracy"] == json.loads(
         (exp / "tdnn" / "test" / "results.json").read_text())["accuracy"]
     assert "## Systems side by side" in (exp / "fusion" / "report.md").read_text()
@@ -272,6 +279,25 @@ def test_run_sh_evaluates_every_test_set_and_skips_missing_ones(tmp_path: Path) 
     log = exp / "log" / "evaluate_test_noisy.log"
     assert f"failed; see {log}" in failed.stderr
     assert failed.stderr.rstrip().endswith("scores.tsv: file not found"), failed.stderr[-500:]
+
+
+def test_run_sh_puts_dev_and_its_conditions_above_the_test_sets(tmp_path: Path) -> None:
+    """The recipe's dev_sets (dev_noisy ...) that exist are evaluated with dev and head the
+    conditions table; a missing one is said once."""
+    for name, right in (("dev", 3), ("dev_noisy", 1), ("test", 4), ("test_noisy", 2)):
+        _scored_by_hand(tmp_path, name, right)
+    exp = tmp_path / "exp" / "hgru"
+    (exp / "calibration.json").write_text("{}")
+    proc = run_sh_plain(tmp_path, "--stage", "3", "--stop-stage", "4",
+                        "--test-sets", "test test_noisy")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count(f"dev set dev_reverb: no {tmp_path / 'data' / 'dev_reverb'}; "
+                             "skipped") == 1, proc.stderr
+    combined = json.loads((exp / "results.json").read_text())
+    assert list(combined["conditions"]) == ["dev", "dev_noisy", "test", "test_noisy"]
+    assert combined["conditions"]["dev"]["accuracy"] == 0.75
+    assert combined["conditions"]["dev_noisy"]["accuracy"] == 0.25
+    assert "| dev_noisy | 4 | 25.00 |" in proc.stdout
 
 
 def test_run_sh_trains_on_the_augmented_training_set(tmp_path: Path, tone_wav) -> None:

@@ -7,6 +7,10 @@ cpu_train_nproc=2
 # test_oos and test_human_oos (languages the model does not know) are told from test and
 # test_human by the open-set operating point that stage 3 fits on dev and dev_oos.
 test_sets="test test_noisy test_reverb test_tel test_human test_cs test_oos test_human_oos"
+# dev_noisy, dev_reverb, dev_tel (prepare.sh: dev through the test conditions' options,
+# draws of their own) are scored beside dev: settings for those conditions are chosen on
+# them, and the conditions table shows how far each test condition is from its dev one.
+dev_sets="dev_noisy dev_reverb dev_tel"
 # Training on noisy, reverberant and telephone copies beside the originals (4x the data):
 # on the dev conditions 94.5/52.6/61.4/72.6% (clean/noisy/reverb/tel) without, 95.5/81.7/
 # 89.0/95.2% with (the HGRU without its convolutional front, 36 epochs); recipes/synth/README.md

@@ -45,7 +45,9 @@
 #   --other-langs L,..   its languages (default: 20 that are none of the corpus's, dev_oos's,
 #                        test_oos's nor KTuberling's, so that no test language is trained on)
 #   --no-conditions      build train, dev and test only (and train's "other" utterances)
-# Each option also as --name=value; all but the last seven are those of `lre prepare synth`
+#   --no-dev-conditions  no dev_noisy, dev_reverb, dev_tel (dev through the test conditions'
+#                        options, seed + 3000: to choose settings for those conditions on)
+# Each option also as --name=value; all but the last eight are those of `lre prepare synth`
 # (see its -h).
 set -euo pipefail
 
@@ -69,6 +71,7 @@ oos_test_langs=el,nb,bg,hr
 other_per_lang=0
 other_langs=af,az,be,bn,cy,eo,eu,fa,gd,he,hy,ka,kk,ko,lv,mk,ms,sq,sw,vi
 no_conditions=false
+no_dev_conditions=false
 corpus=    # refused: the corpus is generated here
 # shellcheck source=tools/parse_options.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../../tools/parse_options.sh"
@@ -143,14 +146,24 @@ cond_seed=$(( ${seed:-0} + 1000 ))
 # Worker processes take seconds each to start: a small test set is faster in one.
 augment_nj=${nj:-2}
 [ "$(wc -l <"$test_dir/utt2lang")" -ge 100 ] || augment_nj=1
-augment() {  # augment SET OPTIONS...: a copy of every test utterance into DATA_ROOT/SET
-  local set=$1; shift
-  "$lre" augment --in "$test_dir" --out "$data_root/$set" --no-original \
-    --seed "$cond_seed" --nj "$augment_nj" "$@"
+conditions() {  # conditions IN SEED: IN_noisy, IN_reverb and IN_tel, a copy of every
+  # utterance of DATA_ROOT/IN each (babble from IN's own utterances)
+  local in=$1 s=$2
+  augment() {
+    local set=$1; shift
+    "$lre" augment --in "$data_root/$in" --out "$data_root/$set" --no-original \
+      --seed "$s" --nj "$augment_nj" "$@"
+  }
+  augment "${in}_noisy" --noise white,pink,babble --snr 0:15
+  augment "${in}_reverb" --reverb --rt60 0.3:0.9
+  augment "${in}_tel" --telephone --tel-codecs mulaw,gsm,opus
 }
-augment test_noisy --noise white,pink,babble --snr 0:15
-augment test_reverb --reverb --rt60 0.3:0.9
-augment test_tel --telephone --tel-codecs mulaw,gsm,opus
+conditions test "$cond_seed"
+# The dev conditions, made like the test ones with draws of their own: what chooses a
+# setting for noise, reverberation or the telephone band (no test set does).
+if ! $no_dev_conditions && [ -f "$data_root/dev/utt2lang" ]; then
+  conditions dev "$(( ${seed:-0} + 3000 ))"
+fi
 cs_seed=$(( ${seed:-0} + 2000 ))
 "$lre" prepare codeswitch --in "$test_dir" --out "$data_root/test_cs" --seed "$cs_seed"
 if [ -f "$data_root/dev/utt2lang" ]; then
