@@ -60,12 +60,15 @@ def save_figure(fig: Figure, out_path: PathLike) -> Path:
 
 
 def _posterior_title(title: str | None, posteriors: Mapping[str, float] | None,
-                     top_k: int) -> str:
+                     top_k: int, decision: str | None = None) -> str:
     parts = [title] if title else []
     if posteriors:
         ranked = sorted(posteriors.items(), key=lambda kv: -kv[1])
         pred, p = ranked[0]
-        parts.append(f"predicted {pred} (p = {p:.3f})")
+        if decision is not None and decision != pred:  # e.g. "unknown" from the open set
+            parts.append(f"answer {decision} (top {pred}, p = {p:.3f})")
+        else:
+            parts.append(f"predicted {pred} (p = {p:.3f})")
         if len(ranked) > 1:
             parts.append("top: " + ", ".join(f"{lang} {q:.3f}" for lang, q in ranked[:top_k]))
     return "  |  ".join(parts)
@@ -126,6 +129,7 @@ def attention_figure(
     timeline: np.ndarray | None = None,
     langs: Sequence[str] | None = None,
     top_k: int = 3,
+    decision: str | None = None,
 ) -> Figure:
     """Waveform, spectrogram and one attention-weight bar per segment over a shared time axis.
 
@@ -140,6 +144,8 @@ def attention_figure(
             drawn as stacked bars, one per segment, the ``TIMELINE_LANGS`` most likely
             languages coloured and the rest summed as "other".
         langs: the timeline's column names.
+        decision: the answer given (a language or ``"unknown"``), when it need not be the
+            top posterior's language; the title says both.
 
     The attention axes (``fig.axes[2]``, label ``"attention"``) hold one bar per segment.
     """
@@ -189,7 +195,7 @@ def attention_figure(
     axes[-1].set_xlim(0, duration if duration > 0 else 1.0)
     for ax in axes:
         ax.grid(axis="x", alpha=0.25)
-    fig.suptitle(_posterior_title(title, posteriors, top_k), fontsize=11)
+    fig.suptitle(_posterior_title(title, posteriors, top_k, decision), fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -224,10 +230,11 @@ def plot_attention(
     posteriors: Mapping[str, float] | None = None,
     timeline: np.ndarray | None = None,
     langs: Sequence[str] | None = None,
+    decision: str | None = None,
 ) -> Path:
     """Save :func:`attention_figure` to ``out_path`` (.png, .svg or .pdf)."""
     fig = attention_figure(wave, sample_rate, segments, title=title, posteriors=posteriors,
-                           timeline=timeline, langs=langs)
+                           timeline=timeline, langs=langs, decision=decision)
     return save_figure(fig, out_path)
 
 
@@ -247,7 +254,8 @@ def plot_attention_record(
     matrix, langs = timeline if timeline is not None else (None, None)
     segments = [{"start": s.start, "end": s.end, "weight": s.weight} for s in record.segments]
     return plot_attention(wave, sample_rate, segments, out_path, title=title or record.id,
-                          posteriors=record.posteriors, timeline=matrix, langs=langs)
+                          posteriors=record.posteriors, timeline=matrix, langs=langs,
+                          decision=record.decision)
 
 
 # ----------------------------------------------------------------------------------------

@@ -67,6 +67,21 @@ def test_attention_figure_one_bar_per_segment(timeline):
         plt.close(fig)
 
 
+def test_attention_title_says_an_answer_other_than_the_top_language():
+    """An open-set "unknown" is the answer the title gives, beside the top posterior."""
+    for decision, said in (("unknown", "answer unknown (top fi, p = 0.800)"),
+                           ("fi", "predicted fi (p = 0.800)"),
+                           (None, "predicted fi (p = 0.800)")):
+        fig = plots.attention_figure(tone_with_gap(), SR, SEGMENTS, title="utt1",
+                                     posteriors={"fi": .8, "sv": .2}, decision=decision)
+        try:
+            assert said in fig._suptitle.get_text(), decision
+        finally:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+
+
 @pytest.mark.parametrize("ext", ["png", "svg"])
 def test_plot_attention_files(tmp_path, ext):
     out = plots.plot_attention(tone_with_gap(), SR, SEGMENTS, tmp_path / f"att.{ext}",
