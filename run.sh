@@ -24,7 +24,8 @@
 # stage. Each stage skips work whose outputs are complete; --force redoes it.
 #
 # Test sets: test_sets (the recipe's conf.sh, or --test-sets "test test_noisy") lists the
-# test conditions; a listed set without a data dir is skipped. Training augmentation:
+# test conditions; a listed set without a data dir is skipped; dev_sets (--dev-sets) the dev
+# conditions scored beside dev. Training augmentation:
 # train_augment_opts (conf.sh or --train-augment-opts), options of lre augment, e.g.
 # "--speed 0.9,1.1 --noise white,babble --reverb"; when set, stage 0 writes
 # data/<train>_aug (originals kept unless --no-original) and stages 1-2 train on it.
@@ -64,6 +65,7 @@ unknown_threshold=    # answer "unknown" below this posterior in stage 4 (instea
                       # open-set operating point of stage 3)
 test_sets=            # test conditions, e.g. "test test_noisy" (empty: the recipe's
                       # test_sets, else its test_set)
+dev_sets=             # dev conditions, e.g. "dev_noisy" (empty: the recipe's; "none": none)
 train_augment_opts=   # options of lre augment for the training set (empty: the recipe's,
                       # else no augmentation)
 
@@ -104,6 +106,8 @@ Usage: $0 [options]       (--name value or --name=value)
                        the model's open-set operating point, exp/<model>/openset.json)
   --test-sets "A B"    test sets to score and evaluate (default: the recipe's test_sets,
                        else "test"); missing ones are skipped
+  --dev-sets "A B"     dev conditions scored and evaluated with dev, above the test sets
+                       (default: the recipe's dev_sets, else none; "none": none)
   --train-augment-opts STR  lre augment options: train on data/<train>_aug (default:
                        the recipe's train_augment_opts, else none; "none": no augmentation)
   -h, --help           this help
@@ -123,8 +127,10 @@ done
 
 # Recipe settings: which sets, which feature configs. recipes/<recipe>/conf.sh sets only
 # those of its corpus that differ (and cpu_train_nproc, see --nproc).
-# test_sets and train_augment_opts are options too: given on the command line, they win.
+# test_sets, dev_sets and train_augment_opts are options too: given on the command line,
+# they win.
 test_sets_option=$test_sets
+dev_sets_option=$dev_sets
 train_augment_opts_option=$train_augment_opts
 train_set=train
 dev_set=dev
@@ -149,6 +155,8 @@ esac
 # shellcheck source=/dev/null
 [ -f "recipes/$recipe/conf.sh" ] && . "recipes/$recipe/conf.sh"
 test_sets=${test_sets_option:-${test_sets:-$test_set}}
+dev_sets=${dev_sets_option:-$dev_sets}
+[ "$dev_sets" = none ] && dev_sets=
 train_augment_opts=${train_augment_opts_option:-$train_augment_opts}
 [ "$train_augment_opts" = none ] && train_augment_opts=  # a recipe's augmentation turned off
 # The training config: the one asked for, else the recipe's for this model, else none (the

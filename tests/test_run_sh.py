@@ -48,7 +48,7 @@ def run_sh(tmp_path: Path, *args: str, train_opts: str = TINY_TRAIN
             "bash", str(ROOT / "run.sh"),
             "--data-dir", str(tmp_path / "data"), "--exp-dir", str(tmp_path / "exp"),
             "--nj", "2", "--prepare-opts", TINY_PREPARE, "--train-opts", train_opts,
-            "--train-augment-opts", "none", *args,
+            "--train-augment-opts", "none", "--dev-sets", "dev_noisy", *args,
         ],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
@@ -94,11 +94,11 @@ def test_run_sh_all_stages_then_rerun_skips(tmp_path: Path) -> None:
     assert decoder["chosen_on"]["data"] == str(data / "dev_cs")
     seg = json.loads((exp / "test_cs" / "results.json").read_text())["segmentation"]
     assert seg["decoder"] == {k: decoder[k] for k in seg["decoder"]}
-    # the conditions table over dev, its conditions and the test sets, from each set's
-    # results.json (stage 0 built the dev conditions, stages 1 and 3 scored them)
+    # the conditions table over dev, the dev condition asked for and the test sets, from
+    # each set's results.json (stage 0 built the dev conditions, stages 1 and 3 scored it)
     combined = json.loads((exp / "results.json").read_text())
-    assert list(combined["conditions"])[:5] == ["dev", "dev_noisy", "dev_reverb", "dev_tel",
-                                                "test"]
+    assert list(combined["conditions"])[:3] == ["dev", "dev_noisy", "test"]
+    assert (data / "dev_reverb" / "utt2aug").is_file() and not (exp / "dev_reverb").exists()
     assert combined["conditions"]["dev_noisy"]["num_utts"] == 6
     assert combined["conditions"]["test"]["accuracy"] == results["accuracy"]
     assert combined["conditions"]["test"]["raw"]["Cllr"] == results["raw"]["Cllr"]
