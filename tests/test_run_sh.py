@@ -298,6 +298,12 @@ def test_run_sh_puts_dev_and_its_conditions_above_the_test_sets(tmp_path: Path) 
     assert combined["conditions"]["dev"]["accuracy"] == 0.75
     assert combined["conditions"]["dev_noisy"]["accuracy"] == 0.25
     assert "| dev_noisy | 4 | 25.00 |" in proc.stdout
+    # --dev-sets none: the test sets alone
+    proc = run_sh_plain(tmp_path, "--stage", "4", "--test-sets", "test test_noisy",
+                        "--dev-sets", "none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    combined = json.loads((exp / "results.json").read_text())
+    assert list(combined["conditions"]) == ["test", "test_noisy"]
 
 
 def test_run_sh_trains_on_the_augmented_training_set(tmp_path: Path, tone_wav) -> None:
