@@ -272,28 +272,30 @@ train_data=$train_set
 # (each missing one said once).
 present_tests=() present_devs=()
 tests_checked=false
+# keep_present KIND ARRAY SETS...: append to ARRAY each of SETS that has a data dir and is
+# neither dev nor listed already (a missing one is said once).
+keep_present() {
+  local kind=$1 s
+  local -n kept=$2
+  shift 2
+  for s in "$@"; do
+    if [ "$s" = "$dev_set" ] && [ "$kind" = dev ] || \
+       [[ " ${present_tests[*]} ${present_devs[*]} " == *" $s "* ]]; then
+      continue  # dev itself, or listed already
+    elif [ -d "$data_dir/$s" ]; then
+      kept+=("$s")
+    else
+      log "$kind set $s: no $data_dir/$s; skipped"
+    fi
+  done
+}
 check_test_sets() {
   $tests_checked && return 0
   tests_checked=true
-  local s
-  for s in $test_sets; do
-    if [[ " ${present_tests[*]} " == *" $s "* ]]; then
-      continue  # listed twice
-    elif [ -d "$data_dir/$s" ]; then
-      present_tests+=("$s")
-    else
-      log "test set $s: no $data_dir/$s; skipped"
-    fi
-  done
-  for s in $dev_sets; do
-    if [ "$s" = "$dev_set" ] || [[ " ${present_devs[*]} ${present_tests[*]} " == *" $s "* ]]; then
-      continue  # dev itself, or listed already
-    elif [ -d "$data_dir/$s" ]; then
-      present_devs+=("$s")
-    else
-      log "dev set $s: no $data_dir/$s; skipped"
-    fi
-  done
+  # shellcheck disable=SC2086
+  keep_present test present_tests $test_sets
+  # shellcheck disable=SC2086
+  keep_present dev present_devs $dev_sets
 }
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then

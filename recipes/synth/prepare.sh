@@ -146,17 +146,16 @@ cond_seed=$(( ${seed:-0} + 1000 ))
 # Worker processes take seconds each to start: a small test set is faster in one.
 augment_nj=${nj:-2}
 [ "$(wc -l <"$test_dir/utt2lang")" -ge 100 ] || augment_nj=1
-conditions() {  # conditions IN SEED: IN_noisy, IN_reverb and IN_tel, a copy of every
-  # utterance of DATA_ROOT/IN each (babble from IN's own utterances)
-  local in=$1 s=$2
-  augment() {
-    local set=$1; shift
-    "$lre" augment --in "$data_root/$in" --out "$data_root/$set" --no-original \
-      --seed "$s" --nj "$augment_nj" "$@"
-  }
-  augment "${in}_noisy" --noise white,pink,babble --snr 0:15
-  augment "${in}_reverb" --reverb --rt60 0.3:0.9
-  augment "${in}_tel" --telephone --tel-codecs mulaw,gsm,opus
+augment() {  # augment IN SEED SET OPTIONS...: a copy of every utterance of DATA_ROOT/IN
+  local in=$1 s=$2 set=$3; shift 3
+  "$lre" augment --in "$data_root/$in" --out "$data_root/$set" --no-original \
+    --seed "$s" --nj "$augment_nj" "$@"
+}
+conditions() {  # conditions IN SEED: IN_noisy, IN_reverb and IN_tel (babble from IN's own
+  # utterances)
+  augment "$1" "$2" "$1_noisy" --noise white,pink,babble --snr 0:15
+  augment "$1" "$2" "$1_reverb" --reverb --rt60 0.3:0.9
+  augment "$1" "$2" "$1_tel" --telephone --tel-codecs mulaw,gsm,opus
 }
 conditions test "$cond_seed"
 # The dev conditions, made like the test ones with draws of their own: what chooses a
